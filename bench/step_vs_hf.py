@@ -1,0 +1,264 @@
+"""Training-step time of our encoder + masked-LM head against Hugging Face ``BertForPreTraining`` (SDPA).
+
+Both models have the same size, vocabulary (30,522), batch, sequence length, dropout and precision. Ours
+decodes only the masked positions (15 %) and takes the cross-entropy there; HF runs its standard pretraining
+loss (MLM labels with -100 at unmasked positions, plus next-sentence prediction), which decodes every
+position. One training step is ``zero_grad`` + forward + loss + backward + ``AdamW.step``. The two models
+are timed interleaved in one process (ours, HF, ours, HF, ...) so machine noise hits both; the reported time
+is the median of the timed steps after the warm-up steps.
+
+    PYTHONPATH=. python bench/step_vs_hf.py --precision both
+    PYTHONPATH=. python bench/step_vs_hf.py --configs small --precision bf16 --steps 20 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ernie_cmtl.config import MODEL_FLAVOURS, ModelConfig
+from ernie_cmtl.model import Encoder, MaskedLMHead
+
+VOCAB_SIZE = 30522
+SEQ_LEN = 128
+MASK_FRACTION = 0.15
+DROPOUT = 0.1
+LR = 1e-4
+WEIGHT_DECAY = 0.01
+
+# name -> (flavour, default batch size, default timed steps)
+CONFIGS: dict[str, tuple[str, int, int]] = {"small": ("small", 16, 12), "base": ("base", 8, 10)}
+
+
+@dataclass
+class Result:
+    """One (config, precision) measurement; times in milliseconds."""
+
+    config: str
+    precision: str
+    batch: int
+    seq_len: int
+    hidden: int
+    layers: int
+    masked: int
+    steps: int
+    ours_ms: float
+    hf_ms: float
+    ours_ms_all: list[float]
+    hf_ms_all: list[float]
+
+    @property
+    def ratio(self) -> float:
+        """HF median step time over ours (> 1: ours is faster)."""
+        return self.hf_ms / self.ours_ms
+
+    def tokens_per_s(self, ms: float) -> float:
+        """Input tokens (batch x sequence length) processed per second at step time ``ms``."""
+        return self.batch * self.seq_len / (ms / 1000.0)
+
+
+class OursMLM(nn.Module):
+    """Our ``Encoder`` and a ``MaskedLMHead`` tied to its word embeddings (parameters counted once)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.encoder = Encoder(cfg)
+        self.head = MaskedLMHead(cfg, self.encoder.embeddings.word)
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """Masked-LM loss, decoding only ``batch["positions"]`` (flat indices into the [B * L] grid)."""
+        hidden = self.encoder(batch["input_ids"], batch["attention_mask"], batch["segment_ids"],
+                              batch["task_ids"])
+        logits = self.head(hidden, batch["positions"])
+        return F.cross_entropy(logits.float(), batch["position_labels"])
+
+
+def model_config(name: str) -> ModelConfig:
+    """Our ``ModelConfig`` for a benchmark config name (a flavour), BERT vocabulary, dropout 0.1."""
+    flavour = CONFIGS[name][0]
+    return ModelConfig(flavour=flavour, **MODEL_FLAVOURS[flavour], vocab_size=VOCAB_SIZE, dropout=DROPOUT,
+                       attention_dropout=DROPOUT)
+
+
+def build_ours(cfg: ModelConfig) -> OursMLM:
+    """Our encoder + masked-LM head, in training mode."""
+    return OursMLM(cfg).train()
+
+
+def build_hf(cfg: ModelConfig) -> nn.Module:
+    """``transformers.BertForPreTraining`` of the same size with SDPA attention, in training mode."""
+    from transformers import BertConfig, BertForPreTraining
+
+    hf_cfg = BertConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size, hidden_act="gelu",
+        max_position_embeddings=cfg.max_position, type_vocab_size=cfg.type_vocab_size,
+        layer_norm_eps=cfg.layer_norm_eps, hidden_dropout_prob=cfg.dropout,
+        attention_probs_dropout_prob=cfg.attention_dropout, attn_implementation="sdpa")
+    model = BertForPreTraining(hf_cfg)
+    if model.config._attn_implementation != "sdpa":
+        raise RuntimeError(f"HF picked attention {model.config._attn_implementation!r}, not sdpa")
+    return model.train()
+
+
+def make_batch(batch_size: int, seq_len: int, vocab_size: int, mask_fraction: float,
+               seed: int = 0) -> dict[str, Tensor]:
+    """Random ids, two segments, no padding, and ``mask_fraction`` of all positions masked.
+
+    Holds both label forms: ``positions`` + ``position_labels`` (ours) and ``labels`` [B, L] with -100 at
+    unmasked positions + ``next_sentence_label`` (HF)."""
+    gen = torch.Generator().manual_seed(seed)
+    total = batch_size * seq_len
+    n_masked = max(1, round(mask_fraction * total))
+    positions = torch.randperm(total, generator=gen)[:n_masked].sort().values
+    position_labels = torch.randint(0, vocab_size, (n_masked,), generator=gen)
+    labels = torch.full((total,), -100, dtype=torch.long)
+    labels[positions] = position_labels
+    return {
+        "input_ids": torch.randint(0, vocab_size, (batch_size, seq_len), generator=gen),
+        "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long),
+        "segment_ids": (torch.arange(seq_len) >= seq_len // 2).long().expand(batch_size, seq_len).clone(),
+        "task_ids": torch.zeros(batch_size, dtype=torch.long),
+        "positions": positions,
+        "position_labels": position_labels,
+        "labels": labels.view(batch_size, seq_len),
+        "next_sentence_label": torch.randint(0, 2, (batch_size,), generator=gen),
+    }
+
+
+def make_step(model: nn.Module, loss_fn: Callable[[], Tensor], precision: str) -> Callable[[], float]:
+    """A closure running one training step of ``model``; returns its wall time in seconds."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+
+    def step() -> float:
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = loss_fn()
+        loss.backward()
+        optimizer.step()
+        return time.perf_counter() - start
+
+    return step
+
+
+def measure(name: str, precision: str, batch_size: int, steps: int, warmup: int,
+            seq_len: int = SEQ_LEN, seed: int = 0) -> Result:
+    """Time ``steps`` interleaved training steps of ours and HF after ``warmup`` steps of each."""
+    cfg = model_config(name)
+    torch.manual_seed(seed)
+    ours = build_ours(cfg)
+    hf = build_hf(cfg)
+    batch = make_batch(batch_size, seq_len, cfg.vocab_size, MASK_FRACTION, seed)
+
+    def hf_loss() -> Tensor:
+        return hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                  token_type_ids=batch["segment_ids"], labels=batch["labels"],
+                  next_sentence_label=batch["next_sentence_label"]).loss
+
+    ours_step = make_step(ours, lambda: ours(batch), precision)
+    hf_step = make_step(hf, hf_loss, precision)
+    ours_times: list[float] = []
+    hf_times: list[float] = []
+    for i in range(warmup + steps):
+        t_ours, t_hf = ours_step(), hf_step()
+        if i >= warmup:
+            ours_times.append(t_ours * 1000.0)
+            hf_times.append(t_hf * 1000.0)
+    return Result(config=name, precision=precision, batch=batch_size, seq_len=seq_len, hidden=cfg.hidden_size,
+                  layers=cfg.num_layers, masked=int(batch["positions"].numel()), steps=steps,
+                  ours_ms=statistics.median(ours_times), hf_ms=statistics.median(hf_times),
+                  ours_ms_all=ours_times, hf_ms_all=hf_times)
+
+
+def cpu_name() -> str:
+    """The CPU model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def format_table(results: list[Result]) -> str:
+    """The results as a fixed-width text table."""
+    header = (f"{'config':<7} {'precision':<9} {'batch':>5} {'ours ms':>9} {'HF ms':>9} {'HF/ours':>8} "
+              f"{'ours tok/s':>11} {'HF tok/s':>10}")
+    rows = [header, "-" * len(header)]
+    for r in results:
+        rows.append(f"{r.config:<7} {r.precision:<9} {r.batch:>5} {r.ours_ms:>9.1f} {r.hf_ms:>9.1f} "
+                    f"{r.ratio:>7.2f}x {r.tokens_per_s(r.ours_ms):>11.0f} {r.tokens_per_s(r.hf_ms):>10.0f}")
+    return "\n".join(rows)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", default="small,base",
+                        help="comma-separated: small (256/4 layers/4 heads) and/or base (768/12/12)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "both"], default="both")
+    parser.add_argument("--batch-small", type=int, default=CONFIGS["small"][1])
+    parser.add_argument("--batch-base", type=int, default=CONFIGS["base"][1])
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed steps per model (default: 12 small, 10 base)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
+    parser.add_argument("--seq-len", type=int, default=SEQ_LEN)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    unknown = set(args.configs.split(",")) - set(CONFIGS)
+    if unknown:
+        parser.error(f"unknown config(s) {sorted(unknown)}; choose from {sorted(CONFIGS)}")
+    if (args.steps is not None and args.steps < 1) or args.warmup < 0:
+        parser.error("--steps must be >= 1 and --warmup >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[Result]:
+    """Run the benchmark, print the environment and the table; return the results."""
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    import transformers
+
+    precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
+          f"threads {torch.get_num_threads()}, CPU: {cpu_name()}")
+    print(f"seq_len {args.seq_len}, vocab {VOCAB_SIZE}, {MASK_FRACTION:.0%} masked, dropout {DROPOUT}, "
+          f"warm-up {args.warmup}, AdamW; median of interleaved steps", flush=True)
+    results = []
+    start = time.perf_counter()
+    for name in args.configs.split(","):
+        batch = args.batch_small if name == "small" else args.batch_base
+        steps = args.steps if args.steps is not None else CONFIGS[name][2]
+        for precision in precisions:
+            result = measure(name, precision, batch, steps, args.warmup, args.seq_len, args.seed)
+            results.append(result)
+            print(f"  {name} {precision}: ours {result.ours_ms:.1f} ms, HF {result.hf_ms:.1f} ms "
+                  f"({result.ratio:.2f}x, {time.perf_counter() - start:.0f} s elapsed)", flush=True)
+    print()
+    print(format_table(results))
+    if args.json is not None:
+        payload = {"torch": torch.__version__, "transformers": transformers.__version__,
+                   "threads": torch.get_num_threads(), "cpu": cpu_name(),
+                   "results": [{**asdict(r), "ratio": r.ratio} for r in results]}
+        args.json.write_text(json.dumps(payload, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

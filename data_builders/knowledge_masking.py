@@ -1,0 +1,134 @@
+"""Knowledge-masking examples (ERNIE 1.0): token sequences partitioned into masking units with a level.
+
+Each example is a segment of consecutive sentences of one document, ``[CLS] ... [SEP]``, with
+``token_unit`` (the unit index of each token, -1 for special tokens) and ``unit_level`` (0 word, 1 phrase,
+2 entity, per unit). Units never overlap and always cover whole words, so masking a unit masks a whole word,
+phrase or entity; which units are masked is decided per step in the task's collate code, not here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasets import Dataset
+from tokenizers import Tokenizer
+
+from data_builders.knowledge import find_entity_spans, find_phrase_spans, mine_phrases, title_gazetteer
+from data_builders.segments import pack_sentences, tokenize_sentences
+
+LEVELS = ("word", "phrase", "entity")
+WORD, PHRASE, ENTITY = range(3)
+
+
+@dataclass
+class Lexicon:
+    """Phrases and title entities mined from the training documents (lowercased word tuples)."""
+
+    phrases: set[tuple[str, ...]] = field(default_factory=set)
+    titles: set[tuple[str, ...]] = field(default_factory=set)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"phrases": sorted(map(list, self.phrases)),
+                                   "titles": sorted(map(list, self.titles))}))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Lexicon:
+        raw = json.loads(path.read_text())
+        return cls({tuple(p) for p in raw["phrases"]}, {tuple(t) for t in raw["titles"]})
+
+
+def build_lexicon(documents: Dataset, tokenizer: Tokenizer, *, phrases: bool, titles: bool,
+                  min_count: int, threshold: float, passes: int, max_words: int) -> Lexicon:
+    """Mine phrases (NPMI) over all sentences and collect multi-word document titles."""
+    pre = tokenizer.pre_tokenizer
+
+    def split_words(text: str) -> list[str]:
+        return [w for w, _ in pre.pre_tokenize_str(text)]
+
+    lexicon = Lexicon()
+    if phrases:
+        sentences = (
+            [w.lower() for w in split_words(sentence)]
+            for doc in documents["sentences"] for paragraph in doc for sentence in paragraph
+        )
+        lexicon.phrases = mine_phrases(sentences, min_count=min_count, threshold=threshold, passes=passes,
+                                       max_words=max_words)
+    if titles:
+        lexicon.titles = title_gazetteer(documents["title"], split_words)
+    return lexicon
+
+
+def sentence_units(words: list[str], lexicon: Lexicon, use_entities: bool,
+                   max_phrase_words: int) -> list[tuple[int, int, int]]:
+    """Partition a sentence's words into (start, end, level) units: entities first, then phrases among
+    the remaining words, then single words."""
+    entities = find_entity_spans(words, lexicon.titles) if use_entities else []
+    blocked = [False] * len(words)
+    for start, end in entities:
+        blocked[start:end] = [True] * (end - start)
+    lower = [w.lower() for w in words]
+    phrases = find_phrase_spans(lower, lexicon.phrases, max_phrase_words, blocked) if lexicon.phrases else []
+    spans = sorted([(s, e, ENTITY) for s, e in entities] + [(s, e, PHRASE) for s, e in phrases])
+    units, i = [], 0
+    for start, end, level in spans:
+        units.extend((w, w + 1, WORD) for w in range(i, start))
+        units.append((start, end, level))
+        i = end
+    units.extend((w, w + 1, WORD) for w in range(i, len(words)))
+    return units
+
+
+def knowledge_masking_batch(batch: dict[str, list], *, tokenizer: Tokenizer, lexicon: Lexicon,
+                            use_entities: bool, max_seq_len: int, max_phrase_words: int,
+                            min_tokens: int) -> dict[str, list]:
+    """``datasets.map`` function: a batch of documents -> a batch of examples."""
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    budget = max_seq_len - 2
+    out: dict[str, list] = {"input_ids": [], "token_unit": [], "unit_level": [], "doc_id": []}
+    for doc_id, paragraphs in zip(batch["id"], batch["sentences"], strict=True):
+        sentences = tokenize_sentences(tokenizer, [s for p in paragraphs for s in p])
+        for start, end in pack_sentences([len(s.ids) for s in sentences], budget):
+            ids, token_unit, levels = [cls_id], [-1], []
+            for sentence in sentences[start:end]:
+                offset = len(ids)
+                ids.extend(sentence.ids)
+                token_unit.extend([-1] * len(sentence.ids))
+                for w_start, w_end, level in sentence_units(sentence.words, lexicon, use_entities,
+                                                                    max_phrase_words):
+                    t_start, t_end = sentence.word_spans[w_start][0], sentence.word_spans[w_end - 1][1]
+                    token_unit[offset + t_start : offset + t_end] = [len(levels)] * (t_end - t_start)
+                    levels.append(level)
+            if len(ids) - 1 > budget:  # one over-long sentence: truncate, dropping units cut off entirely
+                ids, token_unit = ids[: budget + 1], token_unit[: budget + 1]
+                kept = max((u for u in token_unit if u >= 0), default=-1) + 1
+                levels = levels[:kept]
+            ids.append(sep_id)
+            token_unit.append(-1)
+            if len(ids) - 2 < min_tokens:
+                continue
+            out["input_ids"].append(ids)
+            out["token_unit"].append(token_unit)
+            out["unit_level"].append(levels)
+            out["doc_id"].append(doc_id)
+    return out
+
+
+def build_knowledge_masking(documents: Dataset, tokenizer: Tokenizer, lexicon: Lexicon, *,
+                            use_entities: bool, max_seq_len: int, max_phrase_words: int = 4,
+                            min_tokens: int = 8, num_proc: int = 1) -> Dataset:
+    """Documents -> knowledge-masking examples (see the module docstring for the columns)."""
+    return documents.map(
+        knowledge_masking_batch,
+        batched=True,
+        batch_size=64,
+        remove_columns=documents.column_names,
+        num_proc=num_proc if num_proc > 1 else None,
+        fn_kwargs={"tokenizer": tokenizer, "lexicon": lexicon, "use_entities": use_entities,
+                   "max_seq_len": max_seq_len, "max_phrase_words": max_phrase_words,
+                   "min_tokens": min_tokens},
+        desc="knowledge_masking",
+    )

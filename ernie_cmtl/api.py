@@ -1,0 +1,91 @@
+"""Importable entry points: everything the CLI does is one call here."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from ernie_cmtl.config import ConfigError, RunConfig, dump_config, load_config
+from ernie_cmtl.data import PreparedData, prepare_data
+from ernie_cmtl.trainer import Trainer, TrainResult
+
+log = logging.getLogger("ernie_cmtl")
+
+
+LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+
+
+def setup_logging(verbose: bool = True) -> None:
+    """CLI logging: messages of ours (and the libraries' warnings) to stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LOG_FORMAT)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    for name in ("ernie_cmtl", "data_builders", "pretrain_tasks"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+@contextlib.contextmanager
+def run_log(run_dir: Path) -> Iterator[None]:
+    """Everything our packages log while the block runs also goes to ``RUN_DIR/train.log``."""
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(LOG_FORMAT)
+    handler.setLevel(logging.INFO)
+    loggers = [logging.getLogger(name) for name in ("ernie_cmtl", "data_builders", "pretrain_tasks")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        if lg.getEffectiveLevel() > logging.INFO:
+            lg.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+        handler.close()
+
+
+def configure(config_path: str | Path | None = None, overrides: list[str] | None = None,
+              corpus: list[str] | None = None, run_dir: str | Path | None = None) -> RunConfig:
+    """Load a config and apply the CLI's conveniences (``--corpus``, ``--run-dir``)."""
+    config = load_config(config_path, overrides)
+    if corpus:
+        config.data = replace(config.data, corpus=[str(p) for p in corpus])
+    if run_dir is not None:
+        config.run_dir = str(run_dir)
+    return config
+
+
+def build_data(config: RunConfig, progress: bool = True) -> PreparedData:
+    """Build (or load from the cache) the documents, tokenizer and every task's examples."""
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return prepare_data(config, run_dir, progress=progress)
+
+
+def pretrain(config: RunConfig, *, resume: bool = False, stop_at: int | None = None,
+             progress: bool = True) -> TrainResult:
+    """Run (or resume) pretraining as configured; returns the losses, evaluations and last checkpoint."""
+    run_dir = Path(config.run_dir)
+    if not resume and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        raise ConfigError(f"run directory {run_dir} already has checkpoints: pass --resume to continue it, "
+                          "or choose another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_log(run_dir):
+        data = prepare_data(config, run_dir, progress=progress)
+        trainer = Trainer(config, data, run_dir)
+        if resume:
+            trainer.resume()
+        dump_config(config, run_dir / "config.yaml")
+        log.info("run %s: tasks %s, %d parameters", run_dir, ", ".join(data.tasks), count_params(trainer))
+        return trainer.train(stop_at=stop_at, progress=progress)
+
+
+def count_params(trainer: Trainer) -> int:
+    from ernie_cmtl.model import count_parameters
+
+    return count_parameters(trainer.engine.module)

@@ -1,0 +1,123 @@
+"""The ``ernie-cmtl`` command line: a thin layer over :mod:`ernie_cmtl.api`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EXAMPLES = """examples:
+  ernie-cmtl pretrain --config configs/default.yaml
+  ernie-cmtl pretrain --config configs/default.yaml --corpus ../shared/data/wikipedia-en-2018-sample/train
+  ernie-cmtl pretrain --config configs/default.yaml --set model.hidden_size=256 --set train.lr=1e-3
+  ernie-cmtl pretrain --config configs/default.yaml --run-dir runs/x --resume
+  ernie-cmtl build-data --config configs/default.yaml
+  ernie-cmtl tasks
+"""
+
+
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="YAML", help="run config (default: built-in defaults, the same as "
+                        "configs/default.yaml)")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                        help="override one config value by its dotted key, e.g. --set train.batch_size=16 "
+                        "(repeatable; values are read as YAML)")
+    parser.add_argument("--corpus", metavar="PATH", nargs="+", help="corpus files, directories or globs "
+                        "(plain text, JSON Lines, WikiExtractor <doc> files, HF datasets saved to disk); "
+                        "overrides data.corpus. No corpus: the Python standard library's docstrings")
+    parser.add_argument("--run-dir", metavar="DIR", help="run directory: resolved config, tokenizer, logs, "
+                        "metrics.jsonl, checkpoints (overrides run_dir)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ernie-cmtl",
+        description="ERNIE 2.0-style continual multi-task pretraining of Transformer encoders.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("pretrain", help="pretrain an encoder (builds missing data first)",
+                       description="Pretrain an encoder on the configured tasks. Data are built first if not "
+                       "cached. Writes config.yaml, tokenizer.json, train.log, metrics.jsonl and checkpoints/ "
+                       "into the run directory.", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_run_args(p)
+    p.add_argument("--max-steps", type=int, metavar="N", help="stop after step N (a checkpoint is written); "
+                   "the learning-rate schedule still follows train.max_steps, so the run can be resumed")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run "
+                   "directory (same tokenizer, data order, RNG and optimizer state)")
+
+    p = sub.add_parser("build-data", help="build and cache documents, tokenizer and task examples",
+                       description="Read the corpus, train (or load) the tokenizer and build every configured "
+                       "task's examples into the Arrow cache (data.cache_dir). Prints per-task counts.")
+    _add_run_args(p)
+
+    sub.add_parser("tasks", help="list the registered pretraining tasks",
+                   description="List every task registered in the 'ernie_cmtl.tasks' entry-point group, with "
+                   "its package, level and label count.")
+    return parser
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from ernie_cmtl import api
+
+    config = api.configure(args.config, args.overrides, args.corpus, args.run_dir)
+    api.setup_logging(verbose=not args.quiet)
+    result = api.pretrain(config, resume=args.resume, stop_at=args.max_steps, progress=not args.quiet)
+    last = result.eval_history[-1] if result.eval_history else {}
+    summary = ", ".join(f"{task} loss {v['loss']:.4f}" for task, v in last.items() if isinstance(v, dict))
+    print(f"done: step {result.step}; valid {summary}; checkpoint {result.checkpoint}")
+    return 0
+
+
+def _cmd_build_data(args: argparse.Namespace) -> int:
+    from ernie_cmtl import api
+
+    config = api.configure(args.config, args.overrides, args.corpus, args.run_dir)
+    api.setup_logging(verbose=not args.quiet)
+    data = api.build_data(config, progress=not args.quiet)
+    for name in data.tasks:
+        print(f"{name}: {len(data.train[name])} train, {len(data.valid[name])} valid examples")
+    return 0
+
+
+def _cmd_tasks(args: argparse.Namespace) -> int:
+    from pretrain_tasks.registry import available_tasks, get_task_class, task_package
+
+    rows = [("task", "package", "level", "labels", "description")]
+    for name in available_tasks():
+        cls = get_task_class(name)
+        first_line = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        rows.append((name, task_package(name), cls.level, cls.label_summary, first_line))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ernie-cmtl`` console script. Returns the exit code."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    from data_builders.corpus import CorpusError
+    from data_builders.tokenizer import TokenizerError
+    from ernie_cmtl.checkpoint import CheckpointError
+    from ernie_cmtl.config import ConfigError
+
+    handlers = {"pretrain": _cmd_pretrain, "build-data": _cmd_build_data, "tasks": _cmd_tasks}
+    try:
+        return handlers[args.command](args)
+    except ConfigError as err:
+        print(f"ernie-cmtl: config error: {err}", file=sys.stderr)
+        return 2
+    except (CorpusError, TokenizerError, CheckpointError) as err:
+        print(f"ernie-cmtl: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ernie-cmtl: interrupted (the last complete checkpoint is intact)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,364 @@
+"""The run configuration: one typed dataclass tree, loaded from YAML, overridable with dotted keys.
+
+Every section is a small dataclass; each component receives only its own section. Loading validates the
+whole tree up front: an unknown key or a value of the wrong type or range raises :class:`ConfigError` with a
+one-line message that names the dotted key, so a typo never survives until hour three of a run.
+
+Task sections (``tasks.<name>``) are typed by the task plugin that owns the name (see ``pretrain_tasks``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid. The message is one line and names the key."""
+
+
+def require(condition: bool, key: str, expected: str) -> None:
+    """Raise a :class:`ConfigError` for ``key`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(f"{key}: expected {expected}")
+
+
+@dataclass
+class DataConfig:
+    corpus: list[str] = field(default_factory=list)
+    """Files, directories or globs. Empty: the embedded corpus (docstrings of the Python standard library)."""
+    format: Literal["auto", "text", "jsonl", "wikiextractor", "hf"] = "auto"
+    """Corpus format; ``auto`` decides per file (``<doc`` header, ``.jsonl``, HF dataset dir, else text)."""
+    min_body_chars: int = 200
+    """Documents whose body (paragraphs kept) is shorter than this are dropped as stubs."""
+    min_paragraph_words: int = 6
+    """Shorter lines are section headings or debris, not paragraphs."""
+    max_documents: int = 0
+    """Use at most this many documents (0 = all); handy for smoke runs."""
+    valid_fraction: float = 0.02
+    """Share of documents held out for evaluation (split by document, deterministic in the seed)."""
+    max_seq_len: int = 128
+    """Sequence length of built examples, special tokens included."""
+    num_proc: int = 1
+    """Worker processes for example building."""
+    cache_dir: str = "~/.cache/ernie_cmtl"
+    """Where documents, tokenizers and built examples are cached under their fingerprints."""
+
+    def __post_init__(self) -> None:
+        require(self.min_body_chars >= 0, "data.min_body_chars", "an integer >= 0")
+        require(self.min_paragraph_words >= 1, "data.min_paragraph_words", "an integer >= 1")
+        require(self.max_documents >= 0, "data.max_documents", "an integer >= 0")
+        require(0.0 < self.valid_fraction < 0.5, "data.valid_fraction", "a number in (0, 0.5)")
+        require(16 <= self.max_seq_len <= 4096, "data.max_seq_len", "an integer in [16, 4096]")
+        require(self.num_proc >= 1, "data.num_proc", "an integer >= 1")
+
+
+@dataclass
+class TokenizerConfig:
+    path: str | None = None
+    """An existing ``tokenizer.json`` or ``vocab.txt``; unset: train WordPiece on the corpus (once per run)."""
+    vocab_size: int = 8000
+    min_frequency: int = 2
+    lowercase: bool = True
+    """Uncased input. Keep it: capitalization prediction would otherwise read its label off the input."""
+
+    def __post_init__(self) -> None:
+        require(self.vocab_size >= 200, "tokenizer.vocab_size", "an integer >= 200")
+        require(self.min_frequency >= 1, "tokenizer.min_frequency", "an integer >= 1")
+
+
+MODEL_FLAVOURS: dict[str, dict[str, Any]] = {
+    "debug": {"hidden_size": 128, "num_layers": 2, "num_heads": 2, "intermediate_size": 512},
+    "small": {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "intermediate_size": 1024},
+    "base": {"hidden_size": 768, "num_layers": 12, "num_heads": 12, "intermediate_size": 3072},
+    "large": {"hidden_size": 1024, "num_layers": 24, "num_heads": 16, "intermediate_size": 4096},
+}
+
+
+@dataclass
+class ModelConfig:
+    flavour: Literal["debug", "small", "base", "large", "custom"] = "debug"
+    """A size preset; fields given next to it override the preset."""
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 2
+    intermediate_size: int = 512
+    max_position: int = 512
+    type_vocab_size: int = 2
+    num_task_embeddings: int = 16
+    """Rows of the task-embedding table; task ids are stable, so leave room for tasks added later."""
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    vocab_size: int = 0
+    """Filled in from the tokenizer; 0 in a config file."""
+
+    @classmethod
+    def preprocess(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        flavour = raw.get("flavour", "debug")
+        if flavour in MODEL_FLAVOURS:
+            return {**MODEL_FLAVOURS[flavour], **raw}
+        return raw
+
+    def __post_init__(self) -> None:
+        require(self.hidden_size > 0 and self.hidden_size % self.num_heads == 0, "model.hidden_size",
+                f"a positive multiple of model.num_heads ({self.num_heads})")
+        require(self.num_layers >= 1, "model.num_layers", "an integer >= 1")
+        require(self.num_task_embeddings >= 1, "model.num_task_embeddings", "an integer >= 1")
+        require(0.0 <= self.dropout < 1.0, "model.dropout", "a number in [0, 1)")
+        require(0.0 <= self.attention_dropout < 1.0, "model.attention_dropout", "a number in [0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32
+    """Micro-batch size (sequences per forward pass)."""
+    grad_accum_steps: int = 1
+    max_steps: int = 300
+    """Optimizer steps of the whole run."""
+    lr: float = 5e-4
+    warmup_steps: int = 30
+    lr_decay: Literal["linear", "cosine", "constant"] = "linear"
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.01
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    adam_eps: float = 1e-6
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 = off)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16 runs forward/backward under autocast; master weights stay fp32."""
+    device: str = "auto"
+    """``auto`` (cuda if present, else cpu), ``cpu``, ``cuda``, ``cuda:1`` ..."""
+    eval_every: int = 100
+    eval_batches: int = 8
+    log_every: int = 10
+    save_every: int = 100
+    keep_last: int = 2
+    """Checkpoints kept on disk (older ones are deleted after a new one is complete)."""
+    peak_flops: float = 0.0
+    """Device peak FLOP/s for MFU (0 = do not report MFU). Set it for your hardware; never guessed."""
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "grad_accum_steps", "max_steps", "eval_every", "eval_batches",
+                    "log_every", "save_every", "keep_last"):
+            require(getattr(self, key) >= 1, f"train.{key}", "an integer >= 1")
+        require(self.lr > 0, "train.lr", "a number > 0")
+        require(self.warmup_steps >= 0, "train.warmup_steps", "an integer >= 0")
+        require(0.0 <= self.min_lr_ratio <= 1.0, "train.min_lr_ratio", "a number in [0, 1]")
+        require(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+                "train.adam_betas", "two numbers in [0, 1)")
+        require(self.grad_clip >= 0, "train.grad_clip", "a number >= 0")
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    run_dir: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tasks: dict[str, Any] = field(default_factory=lambda: {"knowledge_masking": {}})
+    """Task name -> that task's own config section (typed by the task plugin)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generic typed loading
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses -> dicts, recursively (tuples become lists), for YAML/JSON output."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if origin in (types.UnionType, typing.Union):
+        for arg in typing.get_args(tp):
+            try:
+                return _convert(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str | int | float) and item_tp is str:
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _is_number(value):  # YAML 1.1 reads "1e-3" as a string
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"unsupported config type {tp!r} at {key}")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a plain mapping, refusing unknown keys and ill-typed values."""
+    where = prefix or "config"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+    if hasattr(cls, "preprocess"):
+        raw = cls.preprocess(dict(raw))
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown key '{dotted}' (valid keys under {where}: {', '.join(names)})")
+        kwargs[key] = _convert(value, hints[key], dotted)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        message = str(err)
+        if prefix and not message.startswith(prefix) and not message.startswith("unknown key"):
+            message = f"{prefix}.{message}"
+        raise ConfigError(message) from None
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c = value`` in a nested mapping, creating sections as needed."""
+    parts = dotted.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{'.'.join(parts[: i + 1])}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.lr=1e-3"`` -> ``("train.lr", 0.001)``; the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set model.hidden_size=256")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a run config from YAML (or defaults when ``path`` is None) and apply ``KEY=VALUE`` overrides.
+
+    Task sections are validated against their plugins' config classes.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark else ""
+            raise ConfigError(f"{path}: not valid YAML{where}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        raw = loaded or {}
+    for text in overrides or []:
+        key, value = parse_override(text)
+        set_dotted(raw, key, value)
+    config = from_dict(RunConfig, raw)
+    config.tasks = resolve_task_configs(config.tasks)
+    return config
+
+
+def resolve_task_configs(sections: dict[str, Any]) -> dict[str, Any]:
+    """Turn ``tasks.<name>`` mappings into the typed config objects of the registered task plugins."""
+    from pretrain_tasks.registry import get_task_class
+
+    if not sections:
+        raise ConfigError("tasks: expected at least one task (e.g. tasks: {knowledge_masking: {}})")
+    resolved = {}
+    for name, section in sections.items():
+        if dataclasses.is_dataclass(section):
+            resolved[name] = section
+            continue
+        try:
+            task_cls = get_task_class(name)
+        except KeyError as err:
+            raise ConfigError(f"tasks.{name}: {err.args[0]}") from None
+        resolved[name] = from_dict(task_cls.config_class, section, f"tasks.{name}")
+    return resolved
+
+
+def dump_config(config: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (what actually ran, defaults included)."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,110 @@
+"""The training engine: forward, backward and optimizer step behind one small interface.
+
+The interface mirrors DeepSpeed's engine (``engine(...)``, ``engine.backward(loss)``, ``engine.step()``), so the
+DeepSpeed engine can stand in for :class:`TorchEngine` without the trainer changing. ``step`` is called once per
+micro-batch; the optimizer only steps at gradient-accumulation boundaries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from ernie_cmtl.config import TrainConfig
+
+
+class Engine(Protocol):
+    module: nn.Module
+
+    def __call__(self, task: str, batch: dict[str, Tensor]) -> Tensor: ...
+
+    def backward(self, loss: Tensor) -> None: ...
+
+    def step(self) -> dict[str, float] | None:
+        """Called after every micro-batch; at an accumulation boundary, steps and returns
+        ``{"lr", "grad_norm"}``, else returns None."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def lr_lambda(cfg: TrainConfig):
+    """Linear warmup, then linear / cosine decay to ``min_lr_ratio`` at ``max_steps`` (or constant)."""
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / (cfg.warmup_steps + 1)
+        if cfg.lr_decay == "constant":
+            return 1.0
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        shape = 1.0 - progress if cfg.lr_decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+        return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * shape
+
+    return factor
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases, LayerNorm weights and embeddings' biases (1-D parameters)."""
+    seen, decay, no_decay = set(), [], []
+    for param in model.parameters():
+        if id(param) in seen or not param.requires_grad:
+            continue
+        seen.add(id(param))
+        (decay if param.ndim >= 2 else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class TorchEngine:
+    """Single-process PyTorch engine: AdamW, warmup + decay, clipping, accumulation, bf16 autocast."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device) -> None:
+        self.module = model.to(device)
+        self.device = device
+        self.cfg = cfg
+        fused = device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                           betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, fused=fused)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+        self.micro_steps = 0
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.cfg.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def __call__(self, task: str, batch: dict[str, Tensor]) -> Tensor:
+        with self.autocast():
+            return self.module(task, batch)
+
+    def backward(self, loss: Tensor) -> None:
+        (loss / self.cfg.grad_accum_steps).backward()
+
+    def step(self) -> dict[str, float] | None:
+        self.micro_steps += 1
+        if self.micro_steps % self.cfg.grad_accum_steps:
+            return None
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self.cfg.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        else:
+            grad_norm = torch.linalg.vector_norm(
+                torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"lr": lr, "grad_norm": float(grad_norm)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "micro_steps": self.micro_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.micro_steps = int(state["micro_steps"])

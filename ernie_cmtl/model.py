@@ -1,0 +1,190 @@
+"""The ERNIE encoder and the task heads: embeddings, Transformer layers, heads. Nothing else lives here.
+
+A BERT-style post-LayerNorm Transformer whose input embedding is the sum of token, segment, position and
+*task* embeddings (ERNIE 2.0: the task id tells the shared encoder which task a batch belongs to). Attention
+goes through ``F.scaled_dot_product_attention``. Heads belong to tasks; the masked-LM head decodes only the
+masked positions, which is where most of a small model's step time would otherwise go.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ernie_cmtl.config import ModelConfig
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.word = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.position = nn.Embedding(cfg.max_position, cfg.hidden_size)
+        self.segment = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.task = nn.Embedding(cfg.num_task_embeddings, cfg.hidden_size)
+        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, input_ids: Tensor, segment_ids: Tensor | None, task_ids: Tensor | None) -> Tensor:
+        length = input_ids.shape[1]
+        x = self.word(input_ids) + self.position.weight[:length]
+        x = x + (self.segment(segment_ids) if segment_ids is not None else self.segment.weight[0])
+        if task_ids is not None:  # one task id per sequence: [B] -> broadcast over positions
+            x = x + self.task(task_ids).unsqueeze(1)
+        return self.dropout(self.norm(x))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+        self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.attention_dropout = cfg.attention_dropout
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+        batch, length, hidden = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        dropout = self.attention_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+        return self.out(y.transpose(1, 2).reshape(batch, length, hidden))
+
+
+class Layer(nn.Module):
+    """Post-LN Transformer layer (as BERT), so weights map one-to-one onto ``BertModel``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attention = SelfAttention(cfg)
+        self.attention_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.ffn_in = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.ffn_out = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.ffn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+        x = self.attention_norm(x + self.dropout(self.attention(x, attn_mask)))
+        return self.ffn_norm(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))
+
+
+class Encoder(nn.Module):
+    """Token + segment + position + task embeddings, then ``num_layers`` Transformer layers."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError("model.vocab_size must be set (it comes from the tokenizer)")
+        self.config = cfg
+        self.embeddings = Embeddings(cfg)
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                segment_ids: Tensor | None = None, task_ids: Tensor | None = None) -> Tensor:
+        """[B, L] ids (+ [B, L] 0/1 padding mask, [B, L] segments, [B] task ids) -> [B, L, H] states."""
+        attn_mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            attn_mask = attention_mask.bool()[:, None, None, :]  # True = may attend
+        x = self.embeddings(input_ids, segment_ids, task_ids)
+        for layer in self.layers:
+            x = layer(x, attn_mask)
+        return x
+
+
+class MaskedLMHead(nn.Module):
+    """Transform + decoder tied to the word embeddings, applied only at the masked positions."""
+
+    def __init__(self, cfg: ModelConfig, word_embeddings: nn.Embedding) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.decoder_weight = word_embeddings.weight  # tied
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        nn.init.normal_(self.dense.weight, std=cfg.initializer_range)
+        nn.init.zeros_(self.dense.bias)
+
+    def forward(self, hidden: Tensor, positions: Tensor) -> Tensor:
+        """``positions``: flat indices into the [B * L] token grid -> [n_masked, vocab] logits."""
+        h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
+        h = self.norm(F.gelu(self.dense(h)))
+        return F.linear(h, self.decoder_weight, self.bias)
+
+
+class TokenClassificationHead(nn.Module):
+    """Per-token labels, computed only at the positions that carry a label (flat indices)."""
+
+    def __init__(self, cfg: ModelConfig, num_labels: int) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        nn.init.normal_(self.classifier.weight, std=cfg.initializer_range)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, hidden: Tensor, positions: Tensor) -> Tensor:
+        h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
+        return self.classifier(self.dropout(h))
+
+
+class SequenceClassificationHead(nn.Module):
+    """BERT-style pooler (dense + tanh on the first token) and a classifier."""
+
+    def __init__(self, cfg: ModelConfig, num_labels: int) -> None:
+        super().__init__()
+        self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        for linear in (self.pooler, self.classifier):
+            nn.init.normal_(linear.weight, std=cfg.initializer_range)
+            nn.init.zeros_(linear.bias)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.classifier(self.dropout(torch.tanh(self.pooler(hidden[:, 0]))))
+
+
+class PretrainingModel(nn.Module):
+    """The shared encoder plus one head per task. ``forward`` runs one task's batch and returns its logits."""
+
+    def __init__(self, encoder: Encoder, heads: dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.heads = nn.ModuleDict(heads)
+
+    def forward(self, task: str, batch: dict[str, Tensor]) -> Tensor:
+        hidden = self.encoder(batch["input_ids"], batch.get("attention_mask"), batch.get("segment_ids"),
+                              batch.get("task_ids"))
+        head = self.heads[task]
+        if "positions" in batch:
+            return head(hidden, batch["positions"])
+        return head(hidden)
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int, decoded_fraction: float = 1.0) -> float:
+    """Training FLOPs per token (forward + backward = 3x forward), counting matmuls only, as in PaLM's MFU.
+
+    ``decoded_fraction``: share of tokens that pass through the vocabulary decoder (0.15 for masked-LM with
+    masked-only decoding)."""
+    h, layers = cfg.hidden_size, cfg.num_layers
+    per_layer = 2 * (4 * h * h + 2 * h * cfg.intermediate_size) + 2 * 2 * seq_len * h  # linears + attention
+    decoder = decoded_fraction * 2 * (h * h + h * cfg.vocab_size)
+    return 3.0 * (layers * per_layer + decoder)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Distinct parameters (tied weights counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
+
+
+__all__ = ["Encoder", "MaskedLMHead", "TokenClassificationHead", "SequenceClassificationHead",
+           "PretrainingModel", "flops_per_token", "count_parameters"]

@@ -1,0 +1,245 @@
+"""The pretraining loop: pick the step's task, feed its batches through the engine, evaluate, checkpoint.
+
+Everything random is a pure function of (seed, step): the task order, each task's batch order and each batch's
+masking. Dropout draws from the global torch RNG, which checkpoints save and restore. So a resumed run continues
+exactly where the interrupted one was (tested: 2N steps straight == N, resume, N).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ernie_cmtl.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from ernie_cmtl.config import ModelConfig, RunConfig
+from ernie_cmtl.data import PreparedData, TaskStream, hash_seed
+from ernie_cmtl.engine import Engine, TorchEngine
+from ernie_cmtl.model import Encoder, PretrainingModel, flops_per_token
+from pretrain_tasks.base import PretrainTask
+
+log = logging.getLogger(__name__)
+
+EVAL_SEED_OFFSET = 1_000_003
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def assign_task_ids(names: list[str], existing: dict[str, int] | None = None) -> dict[str, int]:
+    """Stable task-embedding ids: ids already given keep their value; new tasks get the next free ids."""
+    ids = dict(existing or {})
+    for name in names:
+        if name not in ids:
+            ids[name] = max(ids.values(), default=-1) + 1
+    return ids
+
+
+def build_model(model_config: ModelConfig, tasks: dict[str, PretrainTask]) -> PretrainingModel:
+    encoder = Encoder(model_config)
+    heads = {name: task.make_head(model_config, encoder.embeddings.word) for name, task in tasks.items()}
+    return PretrainingModel(encoder, heads)
+
+
+class MetricsWriter:
+    """Append-only ``metrics.jsonl``: one JSON object per logged step or evaluation."""
+
+    def __init__(self, path: Path, truncate_after: int | None = None) -> None:
+        self.path = path
+        if truncate_after is not None and path.is_file():  # drop records past the resumed checkpoint
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= truncate_after]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    losses: list[tuple[int, str, float]] = field(default_factory=list)
+    """(step, task, training loss) of every step run in this call."""
+    eval_history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: Path | None = None
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, data: PreparedData, run_dir: Path, engine: Engine | None = None,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.config = config
+        self.cfg = config.train
+        self.data = data
+        self.run_dir = run_dir
+        self.task_names = list(data.tasks)
+        self.task_ids = assign_task_ids(self.task_names)
+        model_cfg = config.model
+        model_cfg.vocab_size = data.tokenizer.get_vocab_size()
+        if max(self.task_ids.values()) >= model_cfg.num_task_embeddings:
+            raise ValueError(f"{len(self.task_ids)} tasks need model.num_task_embeddings >= "
+                             f"{len(self.task_ids)} (is {model_cfg.num_task_embeddings})")
+        self.device = resolve_device(self.cfg.device)
+        torch.manual_seed(config.seed)
+        self.engine = engine or TorchEngine(build_model(model_cfg, data.tasks), self.cfg, self.device)
+        self.rank, self.world_size = rank, world_size
+        self.streams = {
+            name: TaskStream(data.train[name], self.cfg.batch_size, config.seed, self.task_ids[name], rank,
+                             world_size)
+            for name in self.task_names
+        }
+        self.positions = dict.fromkeys(self.task_names, 0)
+        self.step = 0
+
+    # -- schedule -------------------------------------------------------------------------------------------
+    def task_at(self, step: int) -> str:
+        """The task trained at ``step``: round-robin over the configured tasks."""
+        return self.task_names[step % len(self.task_names)]
+
+    # -- batches --------------------------------------------------------------------------------------------
+    def _batch(self, task_name: str, rows: dict[str, list], seed: int) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(seed)
+        batch = self.data.tasks[task_name].collate(rows, generator)
+        batch["task_ids"] = torch.full((batch["input_ids"].shape[0],), self.task_ids[task_name])
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def save(self) -> Path:
+        state = {"positions": self.positions, "task_ids": self.task_ids, "seed": self.config.seed,
+                 "world_size": self.world_size}
+        path = save_checkpoint(self.checkpoint_root, self.step, model=self.engine.module.state_dict(),
+                               optimizer=self.engine.state_dict(), trainer_state=state,
+                               keep_last=self.cfg.keep_last)
+        log.info("checkpoint written: %s", path)
+        return path
+
+    def resume(self, path: Path | None = None) -> int:
+        path = path or latest_checkpoint(self.checkpoint_root)
+        if path is None:
+            raise CheckpointError(f"--resume: no checkpoint in {self.checkpoint_root}")
+        ckpt = load_checkpoint(path, map_location=self.device)
+        state = ckpt["state"]
+        if state["task_ids"] != {n: self.task_ids[n] for n in state["task_ids"] if n in self.task_ids}:
+            raise CheckpointError(f"{path}: task ids {state['task_ids']} do not match this run's {self.task_ids}")
+        self.engine.module.load_state_dict(ckpt["model"])
+        self.engine.load_state_dict(ckpt["optimizer"])
+        set_rng_state(ckpt["rng"])
+        self.positions.update(state["positions"])
+        self.step = int(state["step"])
+        log.info("resumed from %s at step %d", path, self.step)
+        return self.step
+
+    # -- evaluation -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        """Held-out loss and accuracy of every task, on the same fixed batches (and masks) every time."""
+        model = self.engine.module
+        was_training = model.training
+        model.eval()
+        results = {}
+        for name in self.task_names:
+            task = self.data.tasks[name]
+            stream = TaskStream(self.data.valid[name], self.cfg.batch_size, self.config.seed, 0, self.rank,
+                                self.world_size)
+            n_batches = min(self.cfg.eval_batches,
+                            max(1, len(self.data.valid[name]) // (self.cfg.batch_size * self.world_size)))
+            loss_sum, totals = 0.0, {}
+            for i in range(n_batches):
+                batch = self._batch(name, stream.rows(i), hash_seed(self.config.seed, EVAL_SEED_OFFSET, i))
+                logits = self.engine(name, batch)
+                loss_sum += float(task.loss(logits, batch))
+                for key, value in task.metrics(logits, batch).items():
+                    totals[key] = totals.get(key, 0.0) + float(value)
+            result = {"loss": loss_sum / n_batches}
+            if totals.get("count"):
+                result["accuracy"] = totals["correct"] / totals["count"]
+            results[name] = result
+        model.train(was_training)
+        return results
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def train(self, stop_at: int | None = None, progress: bool = True) -> TrainResult:
+        """Train until ``train.max_steps`` (or ``stop_at``, for early stops); checkpoint at the end."""
+        cfg = self.cfg
+        end = min(cfg.max_steps, stop_at) if stop_at is not None else cfg.max_steps
+        metrics = MetricsWriter(self.run_dir / "metrics.jsonl", truncate_after=self.step)
+        result = TrainResult(self.run_dir, self.step)
+        model = self.engine.module
+        model.train()
+        flops_token = {name: flops_per_token(self.config.model, self.config.data.max_seq_len,
+                                             0.15 if self.data.tasks[name].level == "token" else 0.0)
+                       for name in self.task_names}
+        bar = tqdm(total=end, initial=self.step, disable=not progress or self.rank != 0, dynamic_ncols=True,
+                   desc="pretrain")
+        window_tokens, window_seqs, window_flops, window_start = 0, 0, 0.0, time.perf_counter()
+        while self.step < end:
+            name = self.task_at(self.step)
+            task = self.data.tasks[name]
+            losses, totals = [], {}
+            stats = None
+            for micro in range(cfg.grad_accum_steps):
+                rows = self.streams[name].rows(self.positions[name])
+                self.positions[name] += 1
+                batch = self._batch(name, rows, hash_seed(self.config.seed, self.step, micro))
+                logits = self.engine(name, batch)
+                loss = task.loss(logits, batch)
+                self.engine.backward(loss)
+                stats = self.engine.step()
+                losses.append(float(loss.detach()))
+                for key, value in task.metrics(logits.detach(), batch).items():
+                    totals[key] = totals.get(key, 0.0) + float(value)
+                tokens = int(batch["attention_mask"].sum())
+                window_tokens += tokens
+                window_seqs += batch["input_ids"].shape[0]
+                window_flops += tokens * flops_token[name]
+            self.step += 1
+            loss_value = sum(losses) / len(losses)
+            result.losses.append((self.step, name, loss_value))
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == end:
+                elapsed = time.perf_counter() - window_start
+                record = {"step": self.step, "task": name, "loss": round(loss_value, 6),
+                          "lr": stats["lr"] if stats else None,
+                          "grad_norm": round(stats["grad_norm"], 6) if stats else None,
+                          "tokens_per_s": round(window_tokens / elapsed, 1),
+                          "sequences_per_s": round(window_seqs / elapsed, 2)}
+                if totals.get("count"):
+                    record["accuracy"] = round(totals["correct"] / totals["count"], 6)
+                if cfg.peak_flops > 0:
+                    record["mfu"] = round(window_flops / elapsed / cfg.peak_flops, 6)
+                metrics.write(record)
+                bar.set_postfix(task=name, loss=f"{loss_value:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                window_tokens, window_seqs, window_flops, window_start = 0, 0, 0.0, time.perf_counter()
+            if self.step % cfg.eval_every == 0 or self.step == end:
+                evaluation = self.evaluate()
+                for task_name, values in evaluation.items():
+                    metrics.write({"step": self.step, "split": "valid", "task": task_name, **values})
+                result.eval_history.append({"step": self.step, **evaluation})
+                window_start = time.perf_counter()  # evaluation time is not training throughput
+            if self.step % cfg.save_every == 0 or self.step == end:
+                if self.rank == 0:
+                    result.checkpoint = self.save()
+                window_start = time.perf_counter()
+        bar.close()
+        result.step = self.step
+        return result

@@ -1,0 +1,41 @@
+"""Shared fixtures. Real data lives at ../shared/data relative to the repository root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+WIKI = SHARED_DATA / "wikipedia-en-2018-sample"
+
+
+def require_wiki() -> Path:
+    """The shared Wikipedia sample, or a skip that says why."""
+    if not (WIKI / "train").is_dir():
+        pytest.skip(f"shared Wikipedia sample not found at {WIKI} (CI and developer machines have it)")
+    return WIKI
+
+
+@pytest.fixture(scope="session")
+def wiki() -> Path:
+    return require_wiki()
+
+
+@pytest.fixture(scope="session")
+def wiki_shards(wiki: Path) -> list[str]:
+    """Two real training shards: a few hundred substantive articles, enough for a quick run."""
+    return [str(wiki / "train" / "wiki_00"), str(wiki / "train" / "wiki_01")]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data cache for the whole session, so runs on the same corpus share built data."""
+    return tmp_path_factory.mktemp("cache")
