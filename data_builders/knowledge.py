@@ -124,6 +124,11 @@ def _capitalized(word: str) -> bool:
     return word[:1].isupper()
 
 
+def _is_initial_dot(words: Sequence[str], j: int) -> bool:
+    """The period of an initial inside a name ("Helena D. Cooper-Thomas")."""
+    return words[j] == "." and len(words[j - 1]) == 1 and words[j - 1].isupper()
+
+
 def find_entity_spans(words: Sequence[str], gazetteer: set[tuple[str, ...]] | None = None,
                       max_title_words: int = 8) -> list[tuple[int, int]]:
     """Entity-like [start, end) spans over cased ``words`` of one sentence: title matches first (longest
@@ -155,7 +160,7 @@ def find_entity_spans(words: Sequence[str], gazetteer: set[tuple[str, ...]] | No
             word = words[j]
             if _capitalized(word) and is_wordlike(word):
                 end = j + 1
-            elif not (word in NAME_CONNECTORS or word == "-"):
+            elif not (word in NAME_CONNECTORS or word == "-" or _is_initial_dot(words, j)):
                 break
             j += 1
         capitalized_words = sum(1 for w in words[i:end] if _capitalized(w))
