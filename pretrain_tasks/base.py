@@ -103,6 +103,20 @@ class PretrainTask(ABC):
         correct = (logits.argmax(-1) == labels) & valid
         return {"correct": correct.sum(), "count": valid.sum()}
 
+    def label_counts(self, examples: Dataset) -> dict[int, int]:
+        """Label histogram of built examples (``build-data`` prints it). Sequence-level tasks keep one
+        ``label`` per example, token-level tasks a ``labels`` list with ``IGNORE_INDEX`` where unlabelled."""
+        counts: dict[int, int] = {}
+        if "label" in examples.column_names:
+            for label in examples["label"]:
+                counts[label] = counts.get(label, 0) + 1
+        elif "labels" in examples.column_names:
+            for row in examples["labels"]:
+                for label in row:
+                    if label != IGNORE_INDEX:
+                        counts[label] = counts.get(label, 0) + 1
+        return dict(sorted(counts.items()))
+
     def chance_loss(self) -> float:
         """Cross-entropy of a uniform guess; a task has learned something when it trains below this."""
         import math
@@ -120,3 +134,28 @@ def pad_sequences(seqs: list[list[int]], pad_value: int) -> tuple[Tensor, Tensor
     lengths = torch.tensor([len(s) for s in seqs])
     mask = (torch.arange(values.shape[1])[None, :] < lengths[:, None]).long()
     return values, mask
+
+
+def collate_sequence_classification(rows: dict[str, list], pad_id: int) -> dict[str, Tensor]:
+    """``input_ids`` (+ optional ``segment_ids``) and one ``label`` per example -> padded tensors."""
+    input_ids, attention_mask = pad_sequences(rows["input_ids"], pad_id)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask,
+             "labels": torch.as_tensor(rows["label"], dtype=torch.long)}
+    if "segment_ids" in rows:
+        batch["segment_ids"], _ = pad_sequences(rows["segment_ids"], 0)
+    return batch
+
+
+def collate_token_classification(rows: dict[str, list], pad_id: int) -> dict[str, Tensor]:
+    """``input_ids`` and per-token ``labels`` (``IGNORE_INDEX`` where unlabelled) -> padded tensors plus
+    ``positions`` (flat indices of labelled tokens) and ``labels`` at those positions only, so the head runs
+    on labelled tokens alone."""
+    input_ids, attention_mask = pad_sequences(rows["input_ids"], pad_id)
+    token_labels, _ = pad_sequences(rows["labels"], IGNORE_INDEX)
+    flat = token_labels.reshape(-1)
+    positions = (flat != IGNORE_INDEX).nonzero().squeeze(1)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "positions": positions,
+             "labels": flat[positions]}
+    if "segment_ids" in rows:
+        batch["segment_ids"], _ = pad_sequences(rows["segment_ids"], 0)
+    return batch
