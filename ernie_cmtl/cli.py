@@ -12,6 +12,7 @@ EXAMPLES = """examples:
   ernie-cmtl pretrain --config configs/default.yaml --set model.hidden_size=256 --set train.lr=1e-3
   ernie-cmtl pretrain --config configs/default.yaml --run-dir runs/x --resume
   ernie-cmtl build-data --config configs/default.yaml
+  ernie-cmtl plan --config configs/cmtl_paper_table.yaml
   ernie-cmtl tasks
 """
 
@@ -47,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "the learning-rate schedule still follows train.max_steps, so the run can be resumed")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run "
                    "directory (same tokenizer, data order, RNG and optimizer state)")
+    p.add_argument("--allow-plan-change", action="store_true", help="with --resume: accept a checkpoint "
+                   "written under a different schedule (new tasks get fresh heads; the step sequence follows "
+                   "the new plan)")
+
+    p = sub.add_parser("plan", help="print the stage x task schedule and write its timeline PNG",
+                       description="Print the continual multi-task plan (steps of each task in each stage, "
+                       "start and end step of each stage) and write a PNG timeline, before any compute is "
+                       "spent.")
+    _add_run_args(p)
+    p.add_argument("--png", metavar="FILE", help="timeline image (default: RUN_DIR/plan.png)")
 
     p = sub.add_parser("build-data", help="build and cache documents, tokenizer and task examples",
                        description="Read the corpus, train (or load) the tokenizer and build every configured "
@@ -64,10 +75,25 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
     config = api.configure(args.config, args.overrides, args.corpus, args.run_dir)
     api.setup_logging(verbose=not args.quiet)
-    result = api.pretrain(config, resume=args.resume, stop_at=args.max_steps, progress=not args.quiet)
+    result = api.pretrain(config, resume=args.resume, stop_at=args.max_steps, progress=not args.quiet,
+                          allow_plan_change=args.allow_plan_change)
     last = result.eval_history[-1] if result.eval_history else {}
     summary = ", ".join(f"{task} loss {v['loss']:.4f}" for task, v in last.items() if isinstance(v, dict))
     print(f"done: step {result.step}; valid {summary}; checkpoint {result.checkpoint}")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ernie_cmtl import api
+
+    config = api.configure(args.config, args.overrides, args.corpus, args.run_dir)
+    png = Path(args.png) if args.png else Path(config.run_dir) / "plan.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    schedule_plan = api.plan(config, png)
+    print(schedule_plan.table())
+    print(f"timeline: {png}")
     return 0
 
 
@@ -105,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     from ernie_cmtl.checkpoint import CheckpointError
     from ernie_cmtl.config import ConfigError
 
-    handlers = {"pretrain": _cmd_pretrain, "build-data": _cmd_build_data, "tasks": _cmd_tasks}
+    handlers = {"pretrain": _cmd_pretrain, "build-data": _cmd_build_data, "tasks": _cmd_tasks, "plan": _cmd_plan}
     try:
         return handlers[args.command](args)
     except ConfigError as err:

@@ -159,6 +159,52 @@ class TrainConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    """The continual multi-task schedule: plain data; ``ernie_cmtl.scheduler`` turns it into a plan."""
+
+    strategy: Literal["cmtl", "continual", "multitask", "explicit"] = "cmtl"
+    """cmtl: ERNIE 2.0 continual multi-task learning; continual: one stage per task, each alone;
+    multitask: all tasks from step 0; explicit: per-stage steps written out in ``explicit_steps``."""
+    stages: list[Any] = field(default_factory=list)
+    """Tasks in the order they are introduced: each entry a task name or a list of names introduced together.
+    Empty: the ``tasks`` section's order, one task per stage."""
+    steps_per_task: int = 0
+    """B, the budget of every task. 0: the total budget (``total_steps``) is divided among the tasks."""
+    total_steps: int = 0
+    """The whole run's steps when ``steps_per_task`` is 0. 0: ``train.max_steps``."""
+    always_include: list[str] = field(default_factory=list)
+    """Tasks present in every stage (their budget spread evenly over the stages), e.g. knowledge_masking."""
+    allocation: str = "ernie"
+    """How a task's budget is spread over the stages from its introduction on (``cmtl`` only); a name in
+    ``ernie_cmtl.scheduler.ALLOCATION_RULES``."""
+    sampling: Literal["proportional", "uniform", "temperature"] = "proportional"
+    """Which task a step trains, within a stage. proportional: exact counts (a seeded shuffle of the stage's
+    task slots); uniform / temperature (multitask only): each step draws a task with probability ~ uniform /
+    budget^(1/temperature); the counts then match the budgets only in expectation."""
+    temperature: float = 1.0
+    explicit_steps: list[dict[str, int]] = field(default_factory=list)
+    """strategy explicit: one mapping per stage, task -> steps in that stage."""
+
+    def __post_init__(self) -> None:
+        require(self.steps_per_task >= 0, "schedule.steps_per_task", "an integer >= 0")
+        require(self.total_steps >= 0, "schedule.total_steps", "an integer >= 0")
+        require(not (self.steps_per_task and self.total_steps), "schedule.total_steps",
+                "0 when schedule.steps_per_task is set (give one budget, not both)")
+        require(self.temperature > 0, "schedule.temperature", "a number > 0")
+        require(self.sampling == "proportional" or self.strategy == "multitask", "schedule.sampling",
+                "'proportional' unless schedule.strategy is 'multitask'")
+        require((self.strategy == "explicit") == bool(self.explicit_steps), "schedule.explicit_steps",
+                "a list of per-stage {task: steps} mappings exactly when schedule.strategy is 'explicit'")
+        for i, stage in enumerate(self.stages):
+            ok = isinstance(stage, str) or (isinstance(stage, list) and stage
+                                            and all(isinstance(t, str) for t in stage))
+            require(bool(ok), f"schedule.stages[{i}]", "a task name or a non-empty list of task names")
+        for i, stage in enumerate(self.explicit_steps):
+            require(all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in stage.values()),
+                    f"schedule.explicit_steps[{i}]", "a mapping of task name -> steps (integers >= 0)")
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     run_dir: str = "runs/default"
@@ -168,6 +214,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     tasks: dict[str, Any] = field(default_factory=lambda: {"knowledge_masking": {}})
     """Task name -> that task's own config section (typed by the task plugin)."""
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
@@ -337,6 +384,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         set_dotted(raw, key, value)
     config = from_dict(RunConfig, raw)
     config.tasks = resolve_task_configs(config.tasks)
+    from ernie_cmtl.scheduler import build_plan
+
+    build_plan(config.schedule, list(config.tasks), config.train.max_steps, config.seed)  # validates
     return config
 
 

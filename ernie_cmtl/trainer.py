@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from ernie_cmtl.config import ModelConfig, RunConfig
 from ernie_cmtl.data import PreparedData, TaskStream, hash_seed
 from ernie_cmtl.engine import Engine, TorchEngine
 from ernie_cmtl.model import Encoder, PretrainingModel, flops_per_token
+from ernie_cmtl.scheduler import build_plan
 from pretrain_tasks.base import PretrainTask
 
 log = logging.getLogger(__name__)
@@ -83,13 +84,18 @@ class TrainResult:
 
 class Trainer:
     def __init__(self, config: RunConfig, data: PreparedData, run_dir: Path, engine: Engine | None = None,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, task_ids: dict[str, int] | None = None) -> None:
+        """``task_ids``: the ids a checkpoint recorded, kept so that adding a task never renumbers others."""
         self.config = config
-        self.cfg = config.train
         self.data = data
         self.run_dir = run_dir
         self.task_names = list(data.tasks)
-        self.task_ids = assign_task_ids(self.task_names)
+        self.plan = build_plan(config.schedule, self.task_names, config.train.max_steps, config.seed)
+        if config.train.max_steps != self.plan.total_steps:
+            log.info("the schedule's budget sets the run length: %d steps", self.plan.total_steps)
+        config.train = replace(config.train, max_steps=self.plan.total_steps)
+        self.cfg = config.train
+        self.task_ids = assign_task_ids(self.plan.tasks, task_ids)
         model_cfg = config.model
         model_cfg.vocab_size = data.tokenizer.get_vocab_size()
         if max(self.task_ids.values()) >= model_cfg.num_task_embeddings:
@@ -105,12 +111,8 @@ class Trainer:
             for name in self.task_names
         }
         self.positions = dict.fromkeys(self.task_names, 0)
+        self.best_valid_loss: dict[str, float] = {}
         self.step = 0
-
-    # -- schedule -------------------------------------------------------------------------------------------
-    def task_at(self, step: int) -> str:
-        """The task trained at ``step``: round-robin over the configured tasks."""
-        return self.task_names[step % len(self.task_names)]
 
     # -- batches --------------------------------------------------------------------------------------------
     def _batch(self, task_name: str, rows: dict[str, list], seed: int) -> dict[str, torch.Tensor]:
@@ -126,25 +128,41 @@ class Trainer:
 
     def save(self) -> Path:
         state = {"positions": self.positions, "task_ids": self.task_ids, "seed": self.config.seed,
-                 "world_size": self.world_size}
+                 "world_size": self.world_size, "plan_hash": self.plan.hash(), "plan": self.plan.to_dict(),
+                 "best_valid_loss": self.best_valid_loss}
         path = save_checkpoint(self.checkpoint_root, self.step, model=self.engine.module.state_dict(),
                                optimizer=self.engine.state_dict(), trainer_state=state,
                                keep_last=self.cfg.keep_last)
         log.info("checkpoint written: %s", path)
         return path
 
-    def resume(self, path: Path | None = None) -> int:
+    def resume(self, path: Path | None = None, allow_plan_change: bool = False) -> int:
+        """Restore model, optimizer, schedule position, data positions and RNG from a checkpoint.
+        A checkpoint written under another plan is refused unless ``allow_plan_change``: then tasks new to
+        the plan start with fresh heads and the step sequence follows the new plan from the saved step."""
         path = path or latest_checkpoint(self.checkpoint_root)
         if path is None:
             raise CheckpointError(f"--resume: no checkpoint in {self.checkpoint_root}")
         ckpt = load_checkpoint(path, map_location=self.device)
         state = ckpt["state"]
-        if state["task_ids"] != {n: self.task_ids[n] for n in state["task_ids"] if n in self.task_ids}:
+        if any(self.task_ids.get(n) != i for n, i in state["task_ids"].items() if n in self.task_ids):
             raise CheckpointError(f"{path}: task ids {state['task_ids']} do not match this run's {self.task_ids}")
-        self.engine.module.load_state_dict(ckpt["model"])
-        self.engine.load_state_dict(ckpt["optimizer"])
+        if state.get("plan_hash") != self.plan.hash():
+            if not allow_plan_change:
+                raise CheckpointError(
+                    f"{path} was written under another schedule (plan {state.get('plan_hash')}, this config "
+                    f"gives {self.plan.hash()}); resuming would change which task each step trains. Pass "
+                    "--allow-plan-change to continue under the new plan anyway")
+            log.warning("resuming %s under a changed plan (%s -> %s)", path, state.get("plan_hash"),
+                        self.plan.hash())
+        missing, unexpected = self.engine.module.load_state_dict(ckpt["model"], strict=not allow_plan_change)
+        if missing or unexpected:
+            log.warning("checkpoint/model mismatch after the plan change: new %s, dropped %s", missing, unexpected)
+        if not (allow_plan_change and (missing or unexpected)):
+            self.engine.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"])
-        self.positions.update(state["positions"])
+        self.positions.update({k: v for k, v in state["positions"].items() if k in self.positions})
+        self.best_valid_loss.update(state.get("best_valid_loss", {}))
         self.step = int(state["step"])
         log.info("resumed from %s at step %d", path, self.step)
         return self.step
@@ -192,8 +210,10 @@ class Trainer:
         bar = tqdm(total=end, initial=self.step, disable=not progress or self.rank != 0, dynamic_ncols=True,
                    desc="pretrain")
         window_tokens, window_seqs, window_flops, window_start = 0, 0, 0.0, time.perf_counter()
+        boundaries = set(self.plan.boundaries())
         while self.step < end:
-            name = self.task_at(self.step)
+            stage = self.plan.stage_at(self.step)
+            name = self.plan.task_at(self.step)
             task = self.data.tasks[name]
             losses, totals = [], {}
             stats = None
@@ -218,7 +238,7 @@ class Trainer:
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == end:
                 elapsed = time.perf_counter() - window_start
-                record = {"step": self.step, "task": name, "loss": round(loss_value, 6),
+                record = {"step": self.step, "stage": stage.index, "task": name, "loss": round(loss_value, 6),
                           "lr": stats["lr"] if stats else None,
                           "grad_norm": round(stats["grad_norm"], 6) if stats else None,
                           "tokens_per_s": round(window_tokens / elapsed, 1),
@@ -230,10 +250,16 @@ class Trainer:
                 metrics.write(record)
                 bar.set_postfix(task=name, loss=f"{loss_value:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
                 window_tokens, window_seqs, window_flops, window_start = 0, 0, 0.0, time.perf_counter()
-            if self.step % cfg.eval_every == 0 or self.step == end:
+            at_boundary = self.step in boundaries
+            if self.step % cfg.eval_every == 0 or self.step == end or at_boundary:
+                # the forgetting monitor: every task, trained right now or not
                 evaluation = self.evaluate()
                 for task_name, values in evaluation.items():
-                    metrics.write({"step": self.step, "split": "valid", "task": task_name, **values})
+                    best = min(self.best_valid_loss.get(task_name, values["loss"]), values["loss"])
+                    self.best_valid_loss[task_name] = best
+                    values["forgetting"] = round(values["loss"] - best, 6)
+                    metrics.write({"step": self.step, "stage": stage.index, "split": "valid", "task": task_name,
+                                   "stage_end": at_boundary, **values})
                 result.eval_history.append({"step": self.step, **evaluation})
                 window_start = time.perf_counter()  # evaluation time is not training throughput
             if self.step % cfg.save_every == 0 or self.step == end:
