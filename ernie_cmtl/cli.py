@@ -103,8 +103,11 @@ def _cmd_build_data(args: argparse.Namespace) -> int:
     config = api.configure(args.config, args.overrides, args.corpus, args.run_dir)
     api.setup_logging(verbose=not args.quiet)
     data = api.build_data(config, progress=not args.quiet)
-    for name in data.tasks:
-        print(f"{name}: {len(data.train[name])} train, {len(data.valid[name])} valid examples")
+    for name, task in data.tasks.items():
+        histogram = task.label_counts(data.train[name])
+        shown = histogram if len(histogram) <= 40 else f"{len(histogram)} distinct labels"
+        print(f"{name}: {len(data.train[name])} train, {len(data.valid[name])} valid examples; "
+              f"{data.build_seconds[name]:.1f}s; train labels {shown}")
     return 0
 
 
@@ -130,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     from data_builders.tokenizer import TokenizerError
     from ernie_cmtl.checkpoint import CheckpointError
     from ernie_cmtl.config import ConfigError
+    from pretrain_tasks.registry import TaskRegistryError
 
     handlers = {"pretrain": _cmd_pretrain, "build-data": _cmd_build_data, "tasks": _cmd_tasks, "plan": _cmd_plan}
     try:
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"ernie-cmtl: config error: {err}", file=sys.stderr)
         return 2
-    except (CorpusError, TokenizerError, CheckpointError) as err:
+    except (CorpusError, TokenizerError, CheckpointError, TaskRegistryError) as err:
         print(f"ernie-cmtl: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -37,6 +37,8 @@ class PreparedData:
     tasks: dict[str, PretrainTask]
     train: dict[str, Dataset]
     valid: dict[str, Dataset]
+    build_seconds: dict[str, float] = field(default_factory=dict)
+    """Per task: seconds spent building (or loading from the cache) its train and valid examples."""
 
 
 def _digest(*parts: object) -> str:
@@ -103,7 +105,7 @@ def prepare_data(config: RunConfig, run_dir: Path, progress: bool = True) -> Pre
     special = SpecialIds.from_tokenizer(tokenizer)
     tasks = make_tasks(config, special)
 
-    train, valid = {}, {}
+    train, valid, seconds = {}, {}, {}
     for name, task in tasks.items():
         key = _digest(docs_key, tokenizer_hash(tokenizer), name, task.builder_version, to_plain(task.config),
                       data.max_seq_len)
@@ -113,13 +115,14 @@ def prepare_data(config: RunConfig, run_dir: Path, progress: bool = True) -> Pre
         started = time.perf_counter()
         train[name] = cached_dataset(task_dir / "train", lambda t=task, c=ctx: t.build(train_docs, c))
         valid[name] = cached_dataset(task_dir / "valid", lambda t=task, c=ctx: t.build(valid_docs, c))
+        seconds[name] = time.perf_counter() - started
         log.info("task %s: %d train / %d valid examples (%.1fs)", name, len(train[name]), len(valid[name]),
-                 time.perf_counter() - started)
+                 seconds[name])
         for split, ds in (("train", train[name]), ("valid", valid[name])):
             if len(ds) == 0:
                 raise ValueError(f"task {name} built 0 {split} examples from the corpus "
                                  f"({len(train_docs if split == 'train' else valid_docs)} documents)")
-    return PreparedData(tokenizer, tasks, train, valid)
+    return PreparedData(tokenizer, tasks, train, valid, seconds)
 
 
 class TaskStream:

@@ -103,7 +103,7 @@ class PretrainTask(ABC):
         correct = (logits.argmax(-1) == labels) & valid
         return {"correct": correct.sum(), "count": valid.sum()}
 
-    def label_counts(self, examples: Dataset) -> dict[int, int]:
+    def label_counts(self, examples: Dataset) -> dict[Any, int]:
         """Label histogram of built examples (``build-data`` prints it). Sequence-level tasks keep one
         ``label`` per example, token-level tasks a ``labels`` list with ``IGNORE_INDEX`` where unlabelled."""
         counts: dict[int, int] = {}

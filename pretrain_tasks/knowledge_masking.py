@@ -91,6 +91,14 @@ class KnowledgeMaskingTask(PretrainTask):
     def make_head(self, model_config: ModelConfig, word_embeddings: nn.Embedding) -> nn.Module:
         return MaskedLMHead(model_config, word_embeddings)
 
+    def label_counts(self, examples: Dataset) -> dict[str, int]:
+        """Masking units per level (the labels themselves are vocabulary ids, drawn per step)."""
+        counts = dict.fromkeys(LEVELS, 0)
+        for levels in examples["unit_level"]:
+            for level in levels:
+                counts[LEVELS[level]] += 1
+        return counts
+
     def collate(self, rows: dict[str, list], generator: torch.Generator) -> dict[str, Tensor]:
         input_ids, attention_mask = pad_sequences(rows["input_ids"], self.special.pad)
         token_unit, _ = pad_sequences(rows["token_unit"], -1)

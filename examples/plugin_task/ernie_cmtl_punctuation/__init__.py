@@ -1,0 +1,1 @@
+"""Punctuation restoration, an example third-party ernie-cmtl pretraining task."""
