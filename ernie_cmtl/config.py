@@ -205,6 +205,33 @@ class ScheduleConfig:
 
 
 @dataclass
+class WandbConfig:
+    enabled: bool = False
+    project: str = "ernie-cmtl"
+    entity: str | None = None
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    """auto: the WANDB_MODE environment variable if set (tests set offline), else online if wandb has
+    credentials (a login or WANDB_API_KEY), else offline. An explicit mode always wins."""
+    tags: list[str] = field(default_factory=list)
+    name: str | None = None
+    """Run name (default: the run directory's name)."""
+    log_checkpoints: bool = False
+    """Upload each checkpoint as a wandb artifact (type model)."""
+
+
+@dataclass
+class MonitorConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    affinity_every: int = 0
+    """Every this many steps, the cosine similarity of the active tasks' gradients (0 = off)."""
+    affinity_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        require(self.affinity_every >= 0, "monitor.affinity_every", "an integer >= 0")
+        require(self.affinity_batch_size >= 1, "monitor.affinity_batch_size", "an integer >= 1")
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     run_dir: str = "runs/default"
@@ -215,6 +242,7 @@ class RunConfig:
     tasks: dict[str, Any] = field(default_factory=lambda: {"knowledge_masking": {}})
     """Task name -> that task's own config section (typed by the task plugin)."""
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)

@@ -45,3 +45,21 @@ def plot_plan(plan: Plan, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def affinity_figure(tasks: list[str], matrix, title: str):
+    """Heatmap of a task x task cosine-similarity matrix (values in [-1, 1], diverging colours)."""
+    size = 1.2 + 0.9 * len(tasks)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    values = [[float(x) for x in row] for row in matrix]
+    image = ax.imshow(values, cmap="RdBu", vmin=-1, vmax=1)
+    ax.set_xticks(range(len(tasks)), tasks, rotation=40, ha="right")
+    ax.set_yticks(range(len(tasks)), tasks)
+    for i, row in enumerate(values):
+        for j, value in enumerate(row):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if abs(value) > 0.6 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -7,7 +7,6 @@ exactly where the interrupted one was (tested: 2N steps straight == N, resume, N
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -28,6 +27,7 @@ from ernie_cmtl.config import ModelConfig, RunConfig
 from ernie_cmtl.data import PreparedData, TaskStream, hash_seed
 from ernie_cmtl.engine import Engine, TorchEngine
 from ernie_cmtl.model import Encoder, PretrainingModel, flops_per_token
+from ernie_cmtl.monitor import Monitor, gradient_affinity
 from ernie_cmtl.scheduler import build_plan
 from pretrain_tasks.base import PretrainTask
 
@@ -55,21 +55,6 @@ def build_model(model_config: ModelConfig, tasks: dict[str, PretrainTask]) -> Pr
     encoder = Encoder(model_config)
     heads = {name: task.make_head(model_config, encoder.embeddings.word) for name, task in tasks.items()}
     return PretrainingModel(encoder, heads)
-
-
-class MetricsWriter:
-    """Append-only ``metrics.jsonl``: one JSON object per logged step or evaluation."""
-
-    def __init__(self, path: Path, truncate_after: int | None = None) -> None:
-        self.path = path
-        if truncate_after is not None and path.is_file():  # drop records past the resumed checkpoint
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= truncate_after]
-            path.write_text("".join(line + "\n" for line in kept))
-
-    def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
 
 
 @dataclass
@@ -200,7 +185,41 @@ class Trainer:
         """Train until ``train.max_steps`` (or ``stop_at``, for early stops); checkpoint at the end."""
         cfg = self.cfg
         end = min(cfg.max_steps, stop_at) if stop_at is not None else cfg.max_steps
-        metrics = MetricsWriter(self.run_dir / "metrics.jsonl", truncate_after=self.step)
+        monitor = Monitor(self.run_dir, self.config.monitor, self.config.to_dict(), self.rank,
+                          truncate_after=self.step)
+        try:
+            return self._train(end, monitor, progress)
+        finally:
+            monitor.close()
+
+    def _plan_rows(self) -> list[list]:
+        return [[s.index, s.start, s.end, task, steps, task in s.new_tasks]
+                for s in self.plan.stages for task, steps in s.steps.items()]
+
+    def _log_affinity(self, monitor: Monitor, stage) -> None:
+        """Cosine similarity of the stage's tasks' gradients on the shared encoder, on fixed probe batches."""
+        tasks = [t for t in stage.steps if t in self.data.tasks]
+        if len(tasks) < 2:
+            return
+        model = self.engine.module
+        was_training = model.training
+        model.eval()  # no dropout: the probe neither perturbs the RNG nor depends on it
+
+        def loss_of(name: str):
+            def compute():
+                stream = TaskStream(self.data.valid[name], self.config.monitor.affinity_batch_size,
+                                    self.config.seed, 0)
+                batch = self._batch(name, stream.rows(0), hash_seed(self.config.seed, EVAL_SEED_OFFSET, -1))
+                return self.data.tasks[name].loss(self.engine(name, batch), batch)
+            return compute
+
+        shared = [p for p in model.encoder.parameters() if p.requires_grad]
+        matrix = gradient_affinity(model, shared, {t: loss_of(t) for t in tasks})
+        model.train(was_training)
+        monitor.affinity(self.step, stage.index, tasks, matrix)
+
+    def _train(self, end: int, monitor: Monitor, progress: bool) -> TrainResult:
+        cfg = self.cfg
         result = TrainResult(self.run_dir, self.step)
         model = self.engine.module
         model.train()
@@ -214,6 +233,8 @@ class Trainer:
         while self.step < end:
             stage = self.plan.stage_at(self.step)
             name = self.plan.task_at(self.step)
+            if self.step == stage.start:
+                monitor.stage_start(self.step, stage.index, stage.steps, list(stage.new_tasks), self._plan_rows())
             task = self.data.tasks[name]
             losses, totals = [], {}
             stats = None
@@ -238,7 +259,8 @@ class Trainer:
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == end:
                 elapsed = time.perf_counter() - window_start
-                record = {"step": self.step, "stage": stage.index, "task": name, "loss": round(loss_value, 6),
+                record = {"step": self.step, "stage": stage.index, "task": name, "task_id": self.task_ids[name],
+                          "loss": round(loss_value, 6),
                           "lr": stats["lr"] if stats else None,
                           "grad_norm": round(stats["grad_norm"], 6) if stats else None,
                           "tokens_per_s": round(window_tokens / elapsed, 1),
@@ -247,8 +269,9 @@ class Trainer:
                     record["accuracy"] = round(totals["correct"] / totals["count"], 6)
                 if cfg.peak_flops > 0:
                     record["mfu"] = round(window_flops / elapsed / cfg.peak_flops, 6)
-                metrics.write(record)
-                bar.set_postfix(task=name, loss=f"{loss_value:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+                monitor.train(record)
+                bar.set_postfix(stage=stage.index, task=name, loss=f"{loss_value:.3f}",
+                                tok_s=f"{record['tokens_per_s']:.0f}")
                 window_tokens, window_seqs, window_flops, window_start = 0, 0, 0.0, time.perf_counter()
             at_boundary = self.step in boundaries
             if self.step % cfg.eval_every == 0 or self.step == end or at_boundary:
@@ -258,13 +281,17 @@ class Trainer:
                     best = min(self.best_valid_loss.get(task_name, values["loss"]), values["loss"])
                     self.best_valid_loss[task_name] = best
                     values["forgetting"] = round(values["loss"] - best, 6)
-                    metrics.write({"step": self.step, "stage": stage.index, "split": "valid", "task": task_name,
-                                   "stage_end": at_boundary, **values})
+                monitor.valid(self.step, stage.index, evaluation, at_boundary)
                 result.eval_history.append({"step": self.step, **evaluation})
                 window_start = time.perf_counter()  # evaluation time is not training throughput
+            every = self.config.monitor.affinity_every
+            if every and self.step % every == 0:
+                self._log_affinity(monitor, stage)
+                window_start = time.perf_counter()
             if self.step % cfg.save_every == 0 or self.step == end:
                 if self.rank == 0:
                     result.checkpoint = self.save()
+                    monitor.checkpoint(result.checkpoint, self.step)
                 window_start = time.perf_counter()
         bar.close()
         result.step = self.step

@@ -37,7 +37,7 @@ def test_pretrain_on_wikipedia_loss_falls_and_checkpoint_round_trips(tmp_path, w
     for name in ("config.yaml", "tokenizer.json", "train.log", "metrics.jsonl"):
         assert (run_dir / name).is_file(), name
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    train_records = [r for r in records if "split" not in r]
+    train_records = [r for r in records if r["kind"] == "train"]
     assert [r["step"] for r in train_records] == list(range(5, 81, 5))
     assert all(r["task"] == "knowledge_masking" and r["loss"] > 0 for r in train_records)
     assert {r["step"] for r in records if r.get("split") == "valid"} == {40, 80}
@@ -62,7 +62,7 @@ def test_resume_is_identical_to_an_uninterrupted_run(tmp_path, wiki_shards, cach
     assert [s for s, _, _ in resumed.losses] == list(range(7, 13))
     assert [loss for _, _, loss in straight.losses[6:]] == [loss for _, _, loss in resumed.losses]
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
-             if "split" not in json.loads(line)]
+             if json.loads(line)["kind"] == "train"]
     assert steps == sorted(set(steps))  # no duplicated records after the resume
 
 
