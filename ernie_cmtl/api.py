@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from ernie_cmtl.checkpoint import STATE_FILE, latest_checkpoint
+from ernie_cmtl.checkpoint import latest_checkpoint, read_state
 from ernie_cmtl.config import ConfigError, RunConfig, dump_config, load_config
 from ernie_cmtl.data import PreparedData, prepare_data
 from ernie_cmtl.scheduler import Plan, build_plan
@@ -81,6 +80,15 @@ def plan(config: RunConfig, png: str | Path | None = None) -> Plan:
     return schedule_plan
 
 
+def report(run_dir: str | Path) -> list[Path]:
+    """Plots and ``summary.md`` of a run, written into ``RUN_DIR/report/`` from its ``metrics.jsonl`` and
+    ``config.yaml``; returns the files written. Raises :class:`ernie_cmtl.report.ReportError` (a ValueError)
+    when the directory has no metrics to report."""
+    from ernie_cmtl.report import write_report
+
+    return write_report(Path(run_dir))
+
+
 def pretrain(config: RunConfig, *, resume: bool = False, stop_at: int | None = None,
              progress: bool = True, allow_plan_change: bool = False) -> TrainResult:
     """Run (or resume) pretraining as configured; returns the losses, evaluations and last checkpoint."""
@@ -89,18 +97,52 @@ def pretrain(config: RunConfig, *, resume: bool = False, stop_at: int | None = N
         raise ConfigError(f"run directory {run_dir} already has checkpoints: pass --resume to continue it, "
                           "or choose another --run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
-    with run_log(run_dir):
-        data = prepare_data(config, run_dir, progress=progress)
+    rank = 0
+    if config.train.engine == "deepspeed":  # start the process group before any rank touches the data
+        from ernie_cmtl.ds_engine import init_distributed
+
+        rank, _ = init_distributed()
+    with run_log(run_dir) if rank == 0 else contextlib.nullcontext():
+        data = _prepare_rank_zero_first(config, run_dir, rank, progress)
         task_ids = None
         checkpoint = latest_checkpoint(run_dir / "checkpoints") if resume else None
         if checkpoint is not None:  # keep the task-embedding ids the checkpoint was trained with
-            task_ids = json.loads((checkpoint / STATE_FILE).read_text())["task_ids"]
+            task_ids = read_state(checkpoint)["task_ids"]
         trainer = Trainer(config, data, run_dir, task_ids=task_ids)
         if resume:
             trainer.resume(checkpoint, allow_plan_change=allow_plan_change)
-        dump_config(config, run_dir / "config.yaml")
+        if rank == 0:
+            dump_config(config, run_dir / "config.yaml")
         log.info("run %s: tasks %s, %d parameters", run_dir, ", ".join(data.tasks), count_params(trainer))
         return trainer.train(stop_at=stop_at, progress=progress)
+
+
+def _prepare_rank_zero_first(config: RunConfig, run_dir: Path, rank: int, progress: bool) -> PreparedData:
+    """Rank 0 builds (tokenizer training is not reproducible, so it must happen once); the other ranks then
+    load the same tokenizer and cached examples."""
+    import torch.distributed as dist
+
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if distributed and rank != 0:
+        dist.barrier()
+    data = prepare_data(config, run_dir, progress=progress and rank == 0)
+    if distributed and rank == 0:
+        dist.barrier()
+    return data
+
+
+def shutdown_distributed() -> None:
+    """End the process group, if one was started, once the process is done with it. Without this, gloo's
+    teardown at interpreter exit intermittently aborts two-rank runs (SIGABRT). Call it once per process:
+    DeepSpeed cannot be initialized again afterwards."""
+    import gc
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        gc.collect()  # release the engine's communication buffers before the group goes
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def count_params(trainer: Trainer) -> int:

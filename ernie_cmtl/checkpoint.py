@@ -1,9 +1,10 @@
 """Checkpoints: one directory per step, written atomically, the last ``keep_last`` kept.
 
-Layout of ``RUN_DIR/checkpoints/step_00000100/``: ``model.pt`` and ``optimizer.pt`` (tensor state dicts),
-``rng.pt`` (RNG states as tensors), ``trainer_state.json`` (step, data positions, task ids, ...). The directory
-is written under a temporary name and renamed when complete, so a crash mid-write never leaves a checkpoint that
-looks valid. Loading uses ``torch.load(weights_only=True)``: no arbitrary object is ever unpickled.
+``RUN_DIR/checkpoints/step_00000100/`` holds the engine's files (``model.pt`` and ``optimizer.pt`` for the
+PyTorch engine; DeepSpeed's own layout for the DeepSpeed engine), ``rng_rank<r>.pt`` (each rank's RNG states as
+tensors) and ``trainer_state.json`` (step, data positions, task ids, plan hash, ...). Everything is written into
+a staging directory first and renamed when complete, so a crash mid-write never leaves a checkpoint that looks
+valid. Our files are read with ``torch.load(weights_only=True)``: no arbitrary object is ever unpickled.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,11 @@ def latest_checkpoint(root: Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
+def staging_dir(root: Path, step: int) -> Path:
+    """Where a checkpoint is written before it is committed (the same path on every rank)."""
+    return root / f".staging-step_{step:08d}"
+
+
 def rng_state() -> dict[str, torch.Tensor]:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -53,41 +58,49 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def save_checkpoint(root: Path, step: int, *, model: dict[str, Any], optimizer: dict[str, Any],
-                    trainer_state: dict[str, Any], keep_last: int) -> Path:
-    """Write ``root/step_NNNNNNNN`` atomically, then delete all but the newest ``keep_last``."""
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}-"))
-    try:
-        torch.save(model, tmp / "model.pt")
-        torch.save(optimizer, tmp / "optimizer.pt")
-        torch.save(rng_state(), tmp / "rng.pt")
-        (tmp / STATE_FILE).write_text(json.dumps({**trainer_state, "step": step}, indent=2))
-        for f in tmp.iterdir():  # the data is on disk before the rename makes it visible
+def save_rng(directory: Path, rank: int) -> None:
+    torch.save(rng_state(), directory / f"rng_rank{rank}.pt")
+
+
+def load_rng(directory: Path, rank: int) -> dict[str, torch.Tensor] | None:
+    path = directory / f"rng_rank{rank}.pt"
+    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+
+
+def _fsync_tree(directory: Path) -> None:
+    for f in directory.rglob("*"):
+        if f.is_file():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+
+def commit_checkpoint(staging: Path, trainer_state: dict[str, Any], keep_last: int) -> Path:
+    """Write the trainer state into ``staging``, make it durable, rename it to ``step_NNNNNNNN`` and delete all
+    but the newest ``keep_last`` checkpoints. Called once (rank 0) after every rank wrote its files."""
+    root = staging.parent
+    final = root / staging.name.removeprefix(".staging-")
+    (staging / STATE_FILE).write_text(json.dumps(trainer_state, indent=2))
+    _fsync_tree(staging)
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(staging, final)
     for old in checkpoint_dirs(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint directory: ``{"model", "optimizer", "rng", "state"}``."""
+def read_state(path: Path) -> dict[str, Any]:
     if not (path / STATE_FILE).is_file():
         raise CheckpointError(f"{path} is not a complete checkpoint (no {STATE_FILE})")
     try:
-        return {
-            "model": torch.load(path / "model.pt", map_location=map_location, weights_only=True),
-            "optimizer": torch.load(path / "optimizer.pt", map_location=map_location, weights_only=True),
-            "rng": torch.load(path / "rng.pt", map_location="cpu", weights_only=True),
-            "state": json.loads((path / STATE_FILE).read_text()),
-        }
-    except (OSError, RuntimeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
+        return json.loads((path / STATE_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"cannot read {path / STATE_FILE}: {err}") from None
+
+
+def load_tensors(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A tensor state dict written by ``torch.save``, read without unpickling arbitrary objects."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (OSError, RuntimeError) as err:
+        raise CheckpointError(f"cannot read checkpoint file {path}: {str(err).splitlines()[0]}") from None

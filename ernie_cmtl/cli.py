@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("tasks", help="list the registered pretraining tasks",
                    description="List every task registered in the 'ernie_cmtl.tasks' entry-point group, with "
                    "its package, level and label count.")
+
+    p = sub.add_parser("report", help="plots and summary.md of a run, from its metrics.jsonl",
+                       description="Write RUN_DIR/report/: loss_per_task.png (training and held-out loss per "
+                       "task, stage bands), forgetting.png (held-out metrics of every task at every "
+                       "evaluation), throughput.png, affinity_stage_<k>.png (task-gradient cosines) and "
+                       "summary.md (stage table, per-task losses, forgetting, throughput, image links). "
+                       "Works on partial runs; plots without data are skipped and summary.md says so.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holds metrics.jsonl and config.yaml)")
     return parser
 
 
@@ -75,8 +83,13 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
     config = api.configure(args.config, args.overrides, args.corpus, args.run_dir)
     api.setup_logging(verbose=not args.quiet)
-    result = api.pretrain(config, resume=args.resume, stop_at=args.max_steps, progress=not args.quiet,
-                          allow_plan_change=args.allow_plan_change)
+    try:
+        result = api.pretrain(config, resume=args.resume, stop_at=args.max_steps, progress=not args.quiet,
+                              allow_plan_change=args.allow_plan_change)
+    finally:
+        api.shutdown_distributed()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     last = result.eval_history[-1] if result.eval_history else {}
     summary = ", ".join(f"{task} loss {v['loss']:.4f}" for task, v in last.items() if isinstance(v, dict))
     print(f"done: step {result.step}; valid {summary}; checkpoint {result.checkpoint}")
@@ -125,6 +138,14 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ernie_cmtl import api
+
+    for path in api.report(args.run_dir):
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ernie-cmtl`` console script. Returns the exit code."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -133,15 +154,17 @@ def main(argv: list[str] | None = None) -> int:
     from data_builders.tokenizer import TokenizerError
     from ernie_cmtl.checkpoint import CheckpointError
     from ernie_cmtl.config import ConfigError
+    from ernie_cmtl.report import ReportError
     from pretrain_tasks.registry import TaskRegistryError
 
     handlers = {"pretrain": _cmd_pretrain, "build-data": _cmd_build_data, "tasks": _cmd_tasks, "plan": _cmd_plan}
+    handlers["report"] = _cmd_report
     try:
         return handlers[args.command](args)
     except ConfigError as err:
         print(f"ernie-cmtl: config error: {err}", file=sys.stderr)
         return 2
-    except (CorpusError, TokenizerError, CheckpointError, TaskRegistryError) as err:
+    except (CorpusError, TokenizerError, CheckpointError, TaskRegistryError, ReportError) as err:
         print(f"ernie-cmtl: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

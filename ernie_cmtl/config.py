@@ -118,6 +118,15 @@ class ModelConfig:
 
 
 @dataclass
+class DeepSpeedSection:
+    config: str = "configs/ds/zero2.json"
+    """A DeepSpeed JSON config (ZeRO stage, offload, communication). The run config's batch size,
+    accumulation, clipping and precision are written over the matching fields."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Nested DeepSpeed fields to change, e.g. {zero_optimization: {stage: 3}}."""
+
+
+@dataclass
 class TrainConfig:
     batch_size: int = 32
     """Micro-batch size (sequences per forward pass)."""
@@ -133,8 +142,12 @@ class TrainConfig:
     adam_eps: float = 1e-6
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 = off)."""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """bf16 runs forward/backward under autocast; master weights stay fp32."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """bf16: autocast (torch engine) or DeepSpeed bf16; fp16: DeepSpeed engine only (loss scaling)."""
+    engine: Literal["torch", "deepspeed"] = "torch"
+    """torch: one process, plain PyTorch. deepspeed: the DeepSpeed engine (1 process, or N through
+    launch.sh), ZeRO per ``train.deepspeed.config``."""
+    deepspeed: DeepSpeedSection = field(default_factory=DeepSpeedSection)
     device: str = "auto"
     """``auto`` (cuda if present, else cpu), ``cpu``, ``cuda``, ``cuda:1`` ..."""
     eval_every: int = 100
@@ -156,6 +169,8 @@ class TrainConfig:
         require(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
                 "train.adam_betas", "two numbers in [0, 1)")
         require(self.grad_clip >= 0, "train.grad_clip", "a number >= 0")
+        require(self.precision != "fp16" or self.engine == "deepspeed", "train.precision",
+                "'fp32' or 'bf16' with train.engine=torch (fp16 needs DeepSpeed's loss scaling)")
 
 
 @dataclass

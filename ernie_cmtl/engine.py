@@ -8,13 +8,17 @@ micro-batch; the optimizer only steps at gradient-accumulation boundaries.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from ernie_cmtl.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 class Engine(Protocol):
@@ -28,9 +32,11 @@ class Engine(Protocol):
         """Called after every micro-batch; at an accumulation boundary, steps and returns
         ``{"lr", "grad_norm"}``, else returns None."""
 
-    def state_dict(self) -> dict[str, Any]: ...
+    def save_checkpoint(self, directory: Path) -> None:
+        """Write model and optimizer state into ``directory`` (every rank calls it)."""
 
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def load_checkpoint(self, directory: Path, strict: bool = True) -> None:
+        """Restore model and optimizer state from ``directory``."""
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -100,11 +106,25 @@ class TorchEngine:
         self.optimizer.zero_grad(set_to_none=True)
         return {"lr": lr, "grad_norm": float(grad_norm)}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "micro_steps": self.micro_steps}
+    def save_checkpoint(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(self.module.state_dict(), directory / "model.pt")
+        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                    "micro_steps": self.micro_steps}, directory / "optimizer.pt")
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_checkpoint(self, directory: Path, strict: bool = True) -> None:
+        """``strict=False`` (a changed plan): new heads start fresh and the optimizer state is not restored."""
+        from ernie_cmtl.checkpoint import CheckpointError, load_tensors
+
+        if not (directory / "model.pt").is_file():
+            raise CheckpointError(f"{directory} holds no model.pt (was it written by the DeepSpeed engine? "
+                                  "then resume with train.engine=deepspeed)")
+        missing, unexpected = self.module.load_state_dict(load_tensors(directory / "model.pt", self.device),
+                                                          strict=strict)
+        if missing or unexpected:
+            log.warning("checkpoint/model mismatch: new %s, dropped %s", missing, unexpected)
+            return
+        state = load_tensors(directory / "optimizer.pt", self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.micro_steps = int(state["micro_steps"])

@@ -8,6 +8,7 @@ exactly where the interrupted one was (tested: 2N steps straight == N, resume, N
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,10 +19,13 @@ from tqdm.auto import tqdm
 
 from ernie_cmtl.checkpoint import (
     CheckpointError,
+    commit_checkpoint,
     latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
+    load_rng,
+    read_state,
+    save_rng,
     set_rng_state,
+    staging_dir,
 )
 from ernie_cmtl.config import ModelConfig, RunConfig
 from ernie_cmtl.data import PreparedData, TaskStream, hash_seed
@@ -68,9 +72,10 @@ class TrainResult:
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, data: PreparedData, run_dir: Path, engine: Engine | None = None,
-                 rank: int = 0, world_size: int = 1, task_ids: dict[str, int] | None = None) -> None:
-        """``task_ids``: the ids a checkpoint recorded, kept so that adding a task never renumbers others."""
+    def __init__(self, config: RunConfig, data: PreparedData, run_dir: Path,
+                 task_ids: dict[str, int] | None = None) -> None:
+        """``task_ids``: the ids a checkpoint recorded, kept so that adding a task never renumbers others.
+        With ``train.engine=deepspeed`` the process group is started here (once per process)."""
         self.config = config
         self.data = data
         self.run_dir = run_dir
@@ -86,10 +91,29 @@ class Trainer:
         if max(self.task_ids.values()) >= model_cfg.num_task_embeddings:
             raise ValueError(f"{len(self.task_ids)} tasks need model.num_task_embeddings >= "
                              f"{len(self.task_ids)} (is {model_cfg.num_task_embeddings})")
-        self.device = resolve_device(self.cfg.device)
+        self.rank, self.world_size = 0, 1
+        if self.cfg.engine == "deepspeed":
+            from ernie_cmtl.ds_engine import init_distributed
+
+            self.rank, self.world_size = init_distributed()
+        # the same initial weights on every rank; then per-rank dropout streams
         torch.manual_seed(config.seed)
-        self.engine = engine or TorchEngine(build_model(model_cfg, data.tasks), self.cfg, self.device)
-        self.rank, self.world_size = rank, world_size
+        model = build_model(model_cfg, data.tasks)
+        torch.manual_seed(hash_seed(config.seed, self.rank))
+        self.engine: Engine
+        if self.cfg.engine == "deepspeed":
+            from ernie_cmtl.ds_engine import DeepSpeedEngine
+
+            self.engine = DeepSpeedEngine(model, self.cfg, self.world_size)
+            self.device = self.engine.device
+        else:
+            self.device = resolve_device(self.cfg.device)
+            self.engine = TorchEngine(model, self.cfg, self.device)
+        rank, world_size = self.rank, self.world_size
+        if rank == 0:
+            log.info("global batch = %d micro x %d accumulation x %d ranks = %d sequences per step",
+                     self.cfg.batch_size, self.cfg.grad_accum_steps, world_size,
+                     self.cfg.batch_size * self.cfg.grad_accum_steps * world_size)
         self.streams = {
             name: TaskStream(data.train[name], self.cfg.batch_size, config.seed, self.task_ids[name], rank,
                              world_size)
@@ -112,14 +136,37 @@ class Trainer:
         return self.run_dir / "checkpoints"
 
     def save(self) -> Path:
-        state = {"positions": self.positions, "task_ids": self.task_ids, "seed": self.config.seed,
-                 "world_size": self.world_size, "plan_hash": self.plan.hash(), "plan": self.plan.to_dict(),
-                 "best_valid_loss": self.best_valid_loss}
-        path = save_checkpoint(self.checkpoint_root, self.step, model=self.engine.module.state_dict(),
-                               optimizer=self.engine.state_dict(), trainer_state=state,
-                               keep_last=self.cfg.keep_last)
-        log.info("checkpoint written: %s", path)
-        return path
+        """Every rank writes its part into a staging directory; rank 0 commits it atomically."""
+        staging = staging_dir(self.checkpoint_root, self.step)
+        if self.rank == 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        self._barrier()
+        self.engine.save_checkpoint(staging)
+        save_rng(staging, self.rank)
+        self._barrier()
+        final = self.checkpoint_root / f"step_{self.step:08d}"
+        if self.rank == 0:
+            state = {"step": self.step, "positions": self.positions, "task_ids": self.task_ids,
+                     "seed": self.config.seed, "world_size": self.world_size, "engine": self.cfg.engine,
+                     "plan_hash": self.plan.hash(), "plan": self.plan.to_dict(),
+                     "best_valid_loss": self.best_valid_loss}
+            final = commit_checkpoint(staging, state, self.cfg.keep_last)
+            log.info("checkpoint written: %s", final)
+        self._barrier()
+        return final
+
+    def _barrier(self) -> None:
+        if self.world_size > 1:
+            torch.distributed.barrier()
+
+    def _all_reduce(self, values: list[float]) -> list[float]:
+        """Sums over ranks (identity in one process)."""
+        if self.world_size == 1:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64)
+        torch.distributed.all_reduce(tensor)
+        return tensor.tolist()
 
     def resume(self, path: Path | None = None, allow_plan_change: bool = False) -> int:
         """Restore model, optimizer, schedule position, data positions and RNG from a checkpoint.
@@ -128,8 +175,7 @@ class Trainer:
         path = path or latest_checkpoint(self.checkpoint_root)
         if path is None:
             raise CheckpointError(f"--resume: no checkpoint in {self.checkpoint_root}")
-        ckpt = load_checkpoint(path, map_location=self.device)
-        state = ckpt["state"]
+        state = read_state(path)
         if any(self.task_ids.get(n) != i for n, i in state["task_ids"].items() if n in self.task_ids):
             raise CheckpointError(f"{path}: task ids {state['task_ids']} do not match this run's {self.task_ids}")
         if state.get("plan_hash") != self.plan.hash():
@@ -140,12 +186,17 @@ class Trainer:
                     "--allow-plan-change to continue under the new plan anyway")
             log.warning("resuming %s under a changed plan (%s -> %s)", path, state.get("plan_hash"),
                         self.plan.hash())
-        missing, unexpected = self.engine.module.load_state_dict(ckpt["model"], strict=not allow_plan_change)
-        if missing or unexpected:
-            log.warning("checkpoint/model mismatch after the plan change: new %s, dropped %s", missing, unexpected)
-        if not (allow_plan_change and (missing or unexpected)):
-            self.engine.load_state_dict(ckpt["optimizer"])
-        set_rng_state(ckpt["rng"])
+        if state.get("engine", "torch") != self.cfg.engine:
+            raise CheckpointError(f"{path} was written by the {state.get('engine')} engine; this run uses "
+                                  f"train.engine={self.cfg.engine}")
+        self.engine.load_checkpoint(path, strict=not allow_plan_change)
+        rng = load_rng(path, self.rank)
+        if state.get("world_size", 1) != self.world_size or rng is None:
+            log.warning("resuming a %s-rank checkpoint on %d ranks: each rank now reads a different share of "
+                        "the data and has fresh dropout RNG, so the run continues correctly but not "
+                        "bit-identically to an uninterrupted one", state.get("world_size"), self.world_size)
+        else:
+            set_rng_state(rng)
         self.positions.update({k: v for k, v in state["positions"].items() if k in self.positions})
         self.best_valid_loss.update(state.get("best_valid_loss", {}))
         self.step = int(state["step"])
@@ -166,16 +217,19 @@ class Trainer:
                                 self.world_size)
             n_batches = min(self.cfg.eval_batches,
                             max(1, len(self.data.valid[name]) // (self.cfg.batch_size * self.world_size)))
-            loss_sum, totals = 0.0, {}
+            loss_sum, correct, count = 0.0, 0.0, 0.0
             for i in range(n_batches):
-                batch = self._batch(name, stream.rows(i), hash_seed(self.config.seed, EVAL_SEED_OFFSET, i))
+                batch = self._batch(name, stream.rows(i), hash_seed(self.config.seed, EVAL_SEED_OFFSET, i,
+                                                                    self.rank))
                 logits = self.engine(name, batch)
                 loss_sum += float(task.loss(logits, batch))
-                for key, value in task.metrics(logits, batch).items():
-                    totals[key] = totals.get(key, 0.0) + float(value)
-            result = {"loss": loss_sum / n_batches}
-            if totals.get("count"):
-                result["accuracy"] = totals["correct"] / totals["count"]
+                stats = task.metrics(logits, batch)
+                correct += float(stats.get("correct", 0))
+                count += float(stats.get("count", 0))
+            loss_sum, correct, count = self._all_reduce([loss_sum, correct, count])
+            result = {"loss": loss_sum / (n_batches * self.world_size)}
+            if count:
+                result["accuracy"] = correct / count
             results[name] = result
         model.train(was_training)
         return results
@@ -241,7 +295,7 @@ class Trainer:
             for micro in range(cfg.grad_accum_steps):
                 rows = self.streams[name].rows(self.positions[name])
                 self.positions[name] += 1
-                batch = self._batch(name, rows, hash_seed(self.config.seed, self.step, micro))
+                batch = self._batch(name, rows, hash_seed(self.config.seed, self.step, micro, self.rank))
                 logits = self.engine(name, batch)
                 loss = task.loss(logits, batch)
                 self.engine.backward(loss)
@@ -254,7 +308,7 @@ class Trainer:
                 window_seqs += batch["input_ids"].shape[0]
                 window_flops += tokens * flops_token[name]
             self.step += 1
-            loss_value = sum(losses) / len(losses)
+            loss_value = self._all_reduce([sum(losses) / len(losses)])[0] / self.world_size
             result.losses.append((self.step, name, loss_value))
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == end:
@@ -289,9 +343,8 @@ class Trainer:
                 self._log_affinity(monitor, stage)
                 window_start = time.perf_counter()
             if self.step % cfg.save_every == 0 or self.step == end:
-                if self.rank == 0:
-                    result.checkpoint = self.save()
-                    monitor.checkpoint(result.checkpoint, self.step)
+                result.checkpoint = self.save()
+                monitor.checkpoint(result.checkpoint, self.step)
                 window_start = time.perf_counter()
         bar.close()
         result.step = self.step

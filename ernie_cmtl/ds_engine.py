@@ -1,0 +1,147 @@
+"""DeepSpeed as the training engine: the same small interface as :class:`ernie_cmtl.engine.TorchEngine`.
+
+The DeepSpeed JSON (``train.deepspeed.config``, e.g. ``configs/ds/zero2.json``) chooses ZeRO stage, offload and
+communication settings; the fields our config owns are written over it (micro batch, accumulation, clipping,
+precision), so one value can never disagree with the other. The optimizer is ours (``torch.optim.AdamW``, no
+extension to compile) and so is the learning-rate schedule; DeepSpeed wraps both.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ernie_cmtl.config import TrainConfig
+from ernie_cmtl.engine import lr_lambda, param_groups
+
+log = logging.getLogger(__name__)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def init_distributed() -> tuple[int, int]:
+    """Start the process group once per process (gloo on CPU, nccl on GPUs); returns (rank, world size).
+    A single process without a launcher gets the environment DeepSpeed expects (else it looks for MPI)."""
+    import deepspeed
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        os.environ.setdefault("LOCAL_RANK", "0")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        deepspeed.init_distributed(verbose=False)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def build_ds_config(train: TrainConfig, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed JSON named in the config, with our fields written over it (conflicts are logged)."""
+    path = Path(train.deepspeed.config)
+    if not path.is_file():
+        raise FileNotFoundError(f"train.deepspeed.config: {path} not found")
+    ds = json.loads(path.read_text())
+    ds = _deep_update(ds, copy.deepcopy(train.deepspeed.overrides))
+    ours = {
+        "train_micro_batch_size_per_gpu": train.batch_size,
+        "gradient_accumulation_steps": train.grad_accum_steps,
+        "train_batch_size": train.batch_size * train.grad_accum_steps * world_size,
+        "gradient_clipping": train.grad_clip,
+    }
+    for key, value in ours.items():
+        if key in ds and ds[key] != value:
+            log.warning("DeepSpeed config %s: %s=%s replaced by the run config's %s", path, key, ds[key], value)
+        ds[key] = value
+    ds["bf16"] = {**ds.get("bf16", {}), "enabled": train.precision == "bf16"}
+    ds["fp16"] = {**ds.get("fp16", {}), "enabled": train.precision == "fp16"}
+    ds.setdefault("steps_per_print", 10**9)  # our progress bar and metrics report progress
+    ds["zero_allow_untested_optimizer"] = True
+    return ds
+
+
+def _deep_update(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    for key, value in update.items():
+        base[key] = _deep_update(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base
+
+
+def _safe_checkpoint_engine(config):
+    """DeepSpeed's checkpoint engine, but reading with ``weights_only=True``: its files hold tensors and plain
+    containers, plus a few DeepSpeed classes allow-listed here by name; nothing else is unpickled."""
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+    class SafeTorchCheckpointEngine(TorchCheckpointEngine):
+        def load(self, path: str, map_location=None):
+            return torch.load(path, map_location=map_location, weights_only=True)
+
+    return SafeTorchCheckpointEngine(config)
+
+
+def allow_deepspeed_checkpoint_globals() -> None:
+    """The DeepSpeed objects its checkpoints contain that ``weights_only`` loading must accept."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    torch.serialization.add_safe_globals([LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address])
+
+
+class DeepSpeedEngine:
+    """``deepspeed.initialize`` behind the trainer's engine interface."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, world_size: int) -> None:
+        import deepspeed
+
+        self.cfg = cfg
+        self.ds_config = build_ds_config(cfg, world_size)
+        optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                      betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)
+        allow_deepspeed_checkpoint_globals()
+        self.engine.checkpoint_engine = _safe_checkpoint_engine(self.engine._config)
+        self.module = self.engine.module
+        self.device = self.engine.device
+
+    def __call__(self, task: str, batch: dict[str, Tensor]) -> Tensor:
+        return self.engine(task, batch)
+
+    def backward(self, loss: Tensor) -> None:
+        self.engine.backward(loss)  # DeepSpeed divides by the accumulation steps itself
+
+    def step(self) -> dict[str, float] | None:
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        lr = self.scheduler.get_last_lr()[0]
+        self.engine.step()
+        if not boundary:
+            return None
+        norm = self.engine.get_global_grad_norm()
+        return {"lr": lr, "grad_norm": float(norm) if norm is not None else float("nan")}
+
+    def save_checkpoint(self, directory: Path) -> None:
+        """Every rank calls this; DeepSpeed writes ``directory`` (its ZeRO shards included)."""
+        self.engine.save_checkpoint(str(directory.parent), tag=directory.name, save_latest=False)
+
+    def load_checkpoint(self, directory: Path, strict: bool = True) -> None:
+        path, _ = self.engine.load_checkpoint(str(directory.parent), tag=directory.name,
+                                              load_module_strict=strict)
+        if path is None:
+            from ernie_cmtl.checkpoint import CheckpointError
+
+            raise CheckpointError(f"DeepSpeed could not load the checkpoint in {directory}")
+
+    def model_state_dict(self) -> dict[str, Any]:
+        return self.engine.module.state_dict()

@@ -1,0 +1,591 @@
+"""Fine-tuning a pretrained encoder on GLUE and a ranking task, the MT-DNN way (Liu et al., 2019).
+
+Flow: a pretraining checkpoint (``RUN_DIR`` or ``RUN_DIR/checkpoints/step_N``) -> its encoder, model config and
+tokenizer -> each task's train/dev examples (:mod:`ernie_cmtl.glue`), tokenized once -> stage 1: multi-task
+fine-tuning, each step one task's batch through the encoder and that task's output layer -> optional stage 2:
+a copy of the multi-task model fine-tuned on each task alone -> dev metrics, written to ``results.json``.
+
+MT-DNN's four output-layer kinds, all on the pooled first-token state (``SequenceClassificationHead``):
+single-sentence classification (SST-2, CoLA) and pair classification (MRPC, RTE) with cross-entropy,
+similarity regression (STS-B, one output, mean squared error), and pairwise ranking (``wikiqp``: a query with K
+candidate passages, one relevant; each (query, passage) pair gets one score and the loss is cross-entropy of a
+softmax over the K scores).
+
+Sharing: ``hard`` trains one encoder for all tasks; ``soft`` gives every task its own copy of the pretrained
+encoder and adds ``soft_sharing_weight * soft_sharing_penalty(copies)`` to every step's loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+import yaml
+from tokenizers import Tokenizer
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from data_builders.tokenizer import load_tokenizer
+from ernie_cmtl.checkpoint import STATE_FILE, CheckpointError, latest_checkpoint
+from ernie_cmtl.config import (
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    from_dict,
+    parse_override,
+    require,
+    set_dotted,
+    to_plain,
+)
+from ernie_cmtl.engine import lr_lambda, param_groups
+from ernie_cmtl.glue import (
+    BENCHMARK_TASKS,
+    GLUE_TASKS,
+    BenchmarkTask,
+    Examples,
+    HeadKind,
+    baseline_metrics,
+    build_wiki_ranking,
+    canonical_task_name,
+    read_glue,
+    task_metrics,
+)
+from ernie_cmtl.model import Encoder, SequenceClassificationHead
+from pretrain_tasks.base import pad_sequences
+
+log = logging.getLogger(__name__)
+
+DEV_SUBSET_SEED = 1234
+"""Fixed, so that ``max_eval_examples`` picks the same dev examples in every run."""
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything a fine-tuning run reads; ``configs/finetune_glue.yaml`` spells out these defaults."""
+
+    tasks: list[str] = field(default_factory=lambda: ["sst2", "cola", "mrpc", "rte", "stsb"])
+    """Tasks (case-insensitive; sst2, cola, mrpc, rte, stsb, wikiqp). ``--tasks`` overrides."""
+    glue_dir: str = "../shared/data/glue"
+    """The GLUE folder (SST-2/, CoLA/, MRPC/, RTE/, STS-B/ with train.tsv and dev.tsv), relative to the cwd."""
+    ranking_corpus: list[str] = field(default_factory=lambda: ["../shared/data/wikipedia-en-2018-sample/valid"])
+    """Wikipedia files the ``wikiqp`` ranking task is built from (title -> paragraphs; 20% of articles dev)."""
+    ranking_candidates: int = 4
+    """K: passages per ranking query (one relevant, K - 1 from other articles)."""
+    run_dir: str = "runs/finetune"
+    """Where ``config.yaml``, ``metrics.jsonl``, ``train.log`` and ``results.json`` go."""
+    seed: int = 0
+    max_seq_len: int = 128
+    """Tokens per sequence (pairs: both segments together), special tokens included; longer input is cut."""
+    batch_size: int = 32
+    """Sequences per step (ranking: ``batch_size // ranking_candidates`` queries with all their candidates)."""
+    eval_batch_size: int = 128
+    lr: float = 2e-4
+    """Peak learning rate. BERT-base takes 2e-5..5e-5; the small flavours here learn faster at ~1e-4..5e-4."""
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    """Share of each stage's steps spent warming up linearly; then linear decay to 0."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 = off)."""
+    max_steps: int = 1000
+    """Steps of stage 1, multi-task fine-tuning (each step trains one task's batch)."""
+    per_task_steps: int = 0
+    """Steps of stage 2 for each task: a copy of the multi-task model fine-tuned on that task alone (0 = off)."""
+    sampling: Literal["proportional", "uniform", "temperature"] = "proportional"
+    """Which task a stage-1 step trains: with probability ~ train size (MT-DNN), equal, or size^(1/temperature)."""
+    temperature: float = 2.0
+    """For ``sampling: temperature``: 1 = proportional, larger flattens toward uniform."""
+    task_embedding_id: int = 0
+    """Task-embedding row added to every fine-tuning input (0: the first pretraining task, knowledge masking
+    in the default runs; see the checkpoint's trainer_state.json ``task_ids``); -1: none."""
+    sharing: Literal["hard", "soft"] = "hard"
+    """hard: one encoder for all tasks. soft: one encoder copy per task, tied by ``soft_sharing_weight``."""
+    soft_sharing_weight: float = 1e-3
+    """Weight of ``soft_sharing_penalty`` (sum over tasks of ||theta_t - mean theta||^2) in the loss."""
+    max_train_examples: int = 0
+    """Per task, train on a seeded random subset of this many examples (0 = all)."""
+    max_eval_examples: int = 0
+    """Per task, evaluate on a fixed subset of this many dev examples (0 = the whole dev set)."""
+    eval_every: int = 0
+    """Also evaluate every N stage-1 steps (0 = only at the end of each stage)."""
+    log_every: int = 50
+    device: str = "auto"
+    """``auto`` (cuda if present, else cpu), ``cpu``, ``cuda``, ``cuda:1`` ..."""
+
+    def __post_init__(self) -> None:
+        require(bool(self.tasks), "tasks", "at least one task name")
+        canonical = []
+        for i, name in enumerate(self.tasks):
+            try:
+                canonical.append(canonical_task_name(name))
+            except KeyError as err:
+                raise ConfigError(f"tasks[{i}]: {err.args[0]}") from None
+        require(len(set(canonical)) == len(canonical), "tasks", "distinct task names")
+        self.tasks = canonical
+        require(self.ranking_candidates >= 2, "ranking_candidates", "an integer >= 2")
+        require(8 <= self.max_seq_len <= 4096, "max_seq_len", "an integer in [8, 4096]")
+        for key in ("batch_size", "eval_batch_size", "max_steps", "log_every"):
+            require(getattr(self, key) >= 1, key, "an integer >= 1")
+        for key in ("per_task_steps", "max_train_examples", "max_eval_examples", "eval_every"):
+            require(getattr(self, key) >= 0, key, "an integer >= 0")
+        require(self.lr > 0, "lr", "a number > 0")
+        require(self.weight_decay >= 0, "weight_decay", "a number >= 0")
+        require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "a number in [0, 1)")
+        require(self.grad_clip >= 0, "grad_clip", "a number >= 0")
+        require(self.temperature > 0, "temperature", "a number > 0")
+        require(self.task_embedding_id >= -1, "task_embedding_id", "-1 (none) or a task-embedding row >= 0")
+        require(self.soft_sharing_weight >= 0, "soft_sharing_weight", "a number >= 0")
+
+
+def load_finetune_config(path: str | Path | None = None, overrides: list[str] | None = None) -> FinetuneConfig:
+    """Read a fine-tuning config from YAML (defaults when ``path`` is None) plus ``KEY=VALUE`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            raise ConfigError(f"{path}: not valid YAML") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        raw = loaded or {}
+    for text in overrides or []:
+        key, value = parse_override(text)
+        set_dotted(raw, key, value)
+    return from_dict(FinetuneConfig, raw)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The pretrained checkpoint
+
+
+@dataclass
+class Pretrained:
+    """What fine-tuning takes from a pretraining run."""
+
+    checkpoint: Path
+    model_config: ModelConfig
+    tokenizer: Tokenizer
+    encoder_state: dict[str, Tensor]
+    """The ``encoder.*`` entries of the checkpoint's model state, prefix removed."""
+    task_ids: dict[str, int]
+    """Pretraining task -> task-embedding row (empty when the checkpoint does not record them)."""
+
+    def encoder(self) -> Encoder:
+        """A fresh encoder holding the pretrained weights."""
+        encoder = Encoder(self.model_config)
+        encoder.load_state_dict(self.encoder_state)
+        return encoder
+
+
+def load_pretrained(path: str | Path) -> Pretrained:
+    """Load a pretraining run directory (its latest checkpoint) or one ``checkpoints/step_N`` directory.
+
+    Reads ``RUN_DIR/config.yaml`` (its ``model`` section), ``RUN_DIR/tokenizer.json`` and the checkpoint's
+    ``model.pt`` (with ``weights_only=True``). Raises :class:`CheckpointError` naming what is missing."""
+    path = Path(path).expanduser()
+    if (path / "model.pt").is_file():
+        checkpoint, run_dir = path, path.parent.parent
+    elif (path / "checkpoints").is_dir():
+        found = latest_checkpoint(path / "checkpoints")
+        if found is None:
+            raise CheckpointError(f"no complete checkpoint in {path / 'checkpoints'}")
+        checkpoint, run_dir = found, path
+    else:
+        raise CheckpointError(f"{path} is neither a pretraining run directory (with checkpoints/) nor a "
+                              "checkpoint directory (with model.pt)")
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise CheckpointError(f"{config_path} not found: fine-tuning needs the run's resolved config")
+    raw = yaml.safe_load(config_path.read_text()) or {}
+    model_config = from_dict(ModelConfig, raw.get("model", {}), "model")
+    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    if model_config.vocab_size <= 0:
+        model_config.vocab_size = tokenizer.get_vocab_size()
+    try:
+        state = torch.load(checkpoint / "model.pt", map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as err:
+        raise CheckpointError(f"cannot read {checkpoint / 'model.pt'}: {str(err).splitlines()[0]}") from None
+    encoder_state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+    if not encoder_state:
+        raise CheckpointError(f"{checkpoint / 'model.pt'} holds no encoder.* weights")
+    task_ids: dict[str, int] = {}
+    if (checkpoint / STATE_FILE).is_file():
+        task_ids = json.loads((checkpoint / STATE_FILE).read_text()).get("task_ids", {})
+    pretrained = Pretrained(checkpoint, model_config, tokenizer, encoder_state, task_ids)
+    try:
+        pretrained.encoder()
+    except RuntimeError as err:
+        raise CheckpointError(f"{checkpoint}: weights do not fit {config_path}'s model section: "
+                              f"{str(err).splitlines()[0]}") from None
+    return pretrained
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data: examples -> token ids, once; batches by index
+
+
+@dataclass
+class Encoded:
+    """One split of one task as token ids. A ranking example owns ``group`` consecutive sequences."""
+
+    input_ids: list[list[int]]
+    segment_ids: list[list[int]]
+    labels: list[float]
+    group: int = 1
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def encode_examples(tokenizer: Tokenizer, examples: Examples, task: BenchmarkTask, max_seq_len: int) -> Encoded:
+    """Tokenize with the run's tokenizer ([CLS] a [SEP] (b [SEP]); segment ids from the tokenizer), cut to
+    ``max_seq_len`` (pairs: the longer side first)."""
+    tokenizer.enable_truncation(max_seq_len)
+    if task.kind == "ranking":
+        inputs: list[Any] = [(q, c) for q, cands in zip(examples.texts_a, examples.candidates, strict=True)
+                             for c in cands]
+        group = len(examples.candidates[0])
+    elif examples.texts_b is not None:
+        inputs, group = list(zip(examples.texts_a, examples.texts_b, strict=True)), 1
+    else:
+        inputs, group = list(examples.texts_a), 1
+    encodings = tokenizer.encode_batch(inputs)
+    return Encoded([e.ids for e in encodings], [e.type_ids for e in encodings], list(examples.labels), group)
+
+
+def collate(data: Encoded, indices: list[int], kind: HeadKind, pad_id: int, task_embedding_id: int,
+            device: torch.device) -> dict[str, Tensor]:
+    """Examples at ``indices`` -> padded tensors; ranking batches hold ``len(indices) * group`` sequences,
+    each query's candidates consecutive."""
+    rows = [i * data.group + j for i in indices for j in range(data.group)]
+    input_ids, attention_mask = pad_sequences([data.input_ids[r] for r in rows], pad_id)
+    segment_ids, _ = pad_sequences([data.segment_ids[r] for r in rows], 0)
+    labels = torch.tensor([data.labels[i] for i in indices],
+                          dtype=torch.float32 if kind == "regression" else torch.long)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "segment_ids": segment_ids,
+             "labels": labels}
+    if task_embedding_id >= 0:
+        batch["task_ids"] = torch.full((len(rows),), task_embedding_id, dtype=torch.long)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+class EpochBatches:
+    """Endless batches of example indices: each epoch a fresh seeded permutation."""
+
+    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+        self.size, self.batch_size = size, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order: list[int] = []
+
+    def next(self) -> list[int]:
+        """The next batch (the last one of an epoch may be short)."""
+        if not self.order:
+            self.order = torch.randperm(self.size, generator=self.generator).tolist()
+        batch, self.order = self.order[: self.batch_size], self.order[self.batch_size:]
+        return batch
+
+
+def sampling_probabilities(sizes: dict[str, int], sampling: str, temperature: float = 1.0) -> dict[str, float]:
+    """Probability that a multi-task step trains each task: ~ size (``proportional``, MT-DNN's epoch over all
+    tasks' batches), equal (``uniform``) or ~ size^(1/temperature) (``temperature``)."""
+    if sampling == "uniform":
+        weights = dict.fromkeys(sizes, 1.0)
+    elif sampling == "proportional":
+        weights = {k: float(v) for k, v in sizes.items()}
+    elif sampling == "temperature":
+        weights = {k: float(v) ** (1.0 / temperature) for k, v in sizes.items()}
+    else:
+        raise ValueError(f"unknown sampling {sampling!r}")
+    total = sum(weights.values())
+    return {k: w / total for k, w in weights.items()}
+
+
+def task_order(probabilities: dict[str, float], steps: int, seed: int) -> list[str]:
+    """The task each of ``steps`` steps trains: seeded independent draws (a pure function of its inputs)."""
+    names = list(probabilities)
+    weights = torch.tensor([probabilities[n] for n in names], dtype=torch.float64)
+    draws = torch.multinomial(weights, steps, replacement=True, generator=torch.Generator().manual_seed(seed))
+    return [names[i] for i in draws.tolist()]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model: encoder(s) + one output layer per task
+
+
+class FinetuneModel(nn.Module):
+    """One encoder per task name and one output layer per task. Hard sharing maps every task to the same
+    encoder module (its parameters are counted and optimized once); soft sharing maps each to its own copy."""
+
+    def __init__(self, encoders: dict[str, Encoder], heads: dict[str, nn.Module], kinds: dict[str, HeadKind]):
+        super().__init__()
+        self.encoders = nn.ModuleDict(encoders)
+        self.heads = nn.ModuleDict(heads)
+        self.kinds = dict(kinds)
+
+    @classmethod
+    def build(cls, encoder: Encoder, tasks: list[BenchmarkTask], sharing: str) -> FinetuneModel:
+        """Fresh output layers on ``encoder`` (soft sharing: a deep copy of it per task)."""
+        cfg = encoder.config
+        encoders = {t.name: encoder if sharing == "hard" else copy.deepcopy(encoder) for t in tasks}
+        heads = {t.name: SequenceClassificationHead(cfg, t.num_labels) for t in tasks}
+        return cls(encoders, heads, {t.name: t.kind for t in tasks})
+
+    def distinct_encoders(self) -> list[Encoder]:
+        """The encoder modules, each once (one under hard sharing)."""
+        return list({id(e): e for e in self.encoders.values()}.values())
+
+    def single_task(self, task: str) -> FinetuneModel:
+        """A deep copy holding only ``task``'s encoder and output layer (for per-task fine-tuning)."""
+        return FinetuneModel({task: copy.deepcopy(self.encoders[task])}, {task: copy.deepcopy(self.heads[task])},
+                             {task: self.kinds[task]})
+
+    def forward(self, task: str, batch: dict[str, Tensor]) -> Tensor:
+        """Class logits [B, C]; regression scores [B]; ranking scores [queries, candidates]."""
+        hidden = self.encoders[task](batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"),
+                                     batch.get("task_ids"))
+        logits = self.heads[task](hidden)
+        if self.kinds[task] == "regression":
+            return logits.squeeze(-1)
+        if self.kinds[task] == "ranking":
+            return logits.view(batch["labels"].shape[0], -1)
+        return logits
+
+
+def task_loss(kind: HeadKind, logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy over classes (classification) or over a query's candidates (ranking); MSE for
+    regression."""
+    if kind == "regression":
+        return F.mse_loss(logits.float(), labels)
+    return F.cross_entropy(logits.float(), labels)
+
+
+def soft_sharing_penalty(encoders: list[nn.Module]) -> Tensor:
+    """Soft parameter sharing's tie between per-task encoder copies: sum over copies t and parameters of
+    ||theta_t - mean_t theta_t||^2 (the squared distance of each copy to their mean; with two copies, half
+    their squared distance). Zero for identical copies or a single encoder."""
+    named = [dict(e.named_parameters()) for e in encoders]
+    first = next(iter(named[0].values()))
+    if len(named) < 2:
+        return first.new_zeros(())
+    total = first.new_zeros((), dtype=torch.float32)
+    for name in named[0]:
+        stacked = torch.stack([params[name] for params in named]).float()
+        total = total + (stacked - stacked.mean(0)).pow(2).sum()
+    return total
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training and evaluation
+
+
+@dataclass
+class TaskData:
+    spec: BenchmarkTask
+    train: Encoded
+    dev: Encoded
+    baseline: dict[str, float]
+
+
+def _subset(examples: Examples, limit: int, seed: int, keep_order: bool) -> Examples:
+    if not limit or limit >= len(examples):
+        return examples
+    picked = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed))[:limit].tolist()
+    return examples.subset(sorted(picked) if keep_order else picked)
+
+
+def load_task_data(name: str, config: FinetuneConfig, tokenizer: Tokenizer) -> TaskData:
+    """Read, subset and tokenize one task's train and dev splits."""
+    spec = BENCHMARK_TASKS[name]
+    if spec.kind == "ranking":
+        train = build_wiki_ranking(config.ranking_corpus, config.ranking_candidates, "train")
+        dev = build_wiki_ranking(config.ranking_corpus, config.ranking_candidates, "dev")
+    else:
+        glue_dir = Path(config.glue_dir).expanduser()
+        if not glue_dir.is_dir():
+            raise ConfigError(f"glue_dir: directory not found: {glue_dir.resolve()} (expected the GLUE task "
+                              "folders SST-2/, CoLA/, MRPC/, RTE/, STS-B/; set it with --set glue_dir=PATH)")
+        train, dev = read_glue(glue_dir, name, "train"), read_glue(glue_dir, name, "dev")
+    dev = _subset(dev, config.max_eval_examples, DEV_SUBSET_SEED, keep_order=True)
+    baseline = baseline_metrics(name, train.labels, dev.labels, config.ranking_candidates)  # full train set
+    train = _subset(train, config.max_train_examples, config.seed, keep_order=False)
+    return TaskData(spec, encode_examples(tokenizer, train, spec, config.max_seq_len),
+                    encode_examples(tokenizer, dev, spec, config.max_seq_len), baseline)
+
+
+def _examples_per_batch(data: TaskData, config: FinetuneConfig) -> int:
+    return max(1, config.batch_size // data.train.group)
+
+
+@torch.no_grad()
+def evaluate(model: FinetuneModel, data: dict[str, TaskData], config: FinetuneConfig, pad_id: int,
+             device: torch.device) -> dict[str, dict[str, float]]:
+    """Dev metrics of every task ``model`` has an output layer for."""
+    was_training = model.training
+    model.eval()
+    results = {}
+    for name in model.heads:
+        task = data[name]
+        outputs = []
+        step = max(1, config.eval_batch_size // task.dev.group)
+        for start in range(0, len(task.dev), step):
+            indices = list(range(start, min(start + step, len(task.dev))))
+            batch = collate(task.dev, indices, task.spec.kind, pad_id, config.task_embedding_id, device)
+            logits = model(name, batch).float()
+            outputs.append(logits.argmax(-1) if task.spec.kind in ("single", "pair") else logits)
+        predictions = torch.cat(outputs).cpu().numpy()
+        results[name] = {k: round(v, 6) for k, v in task_metrics(name, predictions, task.dev.labels).items()}
+    model.train(was_training)
+    return results
+
+
+def train_stage(model: FinetuneModel, data: dict[str, TaskData], order: list[str], config: FinetuneConfig,
+                pad_id: int, device: torch.device, *, stage: str, metrics_path: Path | None = None,
+                progress: bool = False) -> list[tuple[int, str, float]]:
+    """Run ``len(order)`` optimizer steps (step i trains task ``order[i]``) with a fresh AdamW and linear
+    warmup/decay; returns (step, task, loss) per step. Soft sharing adds the weighted penalty every step."""
+    schedule = TrainConfig(max_steps=len(order), warmup_steps=int(config.warmup_ratio * len(order)), lr=config.lr,
+                           lr_decay="linear")
+    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.999),
+                                  eps=1e-6)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule))
+    batches = {name: EpochBatches(len(data[name].train), _examples_per_batch(data[name], config),
+                                  config.seed * 1000 + i) for i, name in enumerate(data) if name in model.heads}
+    soft = len(model.distinct_encoders()) > 1 and config.soft_sharing_weight > 0
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    losses: list[tuple[int, str, float]] = []
+    model.train()
+    bar = tqdm(total=len(order), disable=not progress, dynamic_ncols=True, desc=stage)
+    for step, name in enumerate(order, start=1):
+        task = data[name]
+        batch = collate(task.train, batches[name].next(), task.spec.kind, pad_id, config.task_embedding_id,
+                        device)
+        loss = task_loss(task.spec.kind, model(name, batch), batch["labels"])
+        total = loss
+        if soft:
+            total = total + config.soft_sharing_weight * soft_sharing_penalty(model.distinct_encoders())
+        total.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append((step, name, float(loss.detach())))
+        bar.update(1)
+        if metrics_path is not None and (step % config.log_every == 0 or step == len(order)):
+            record = {"stage": stage, "step": step, "task": name, "loss": round(losses[-1][2], 6), "lr": lr}
+            if soft:
+                record["total_loss"] = round(float(total.detach()), 6)
+            _append(metrics_path, record)
+            bar.set_postfix(task=name, loss=f"{losses[-1][2]:.3f}")
+        if metrics_path is not None and config.eval_every and step % config.eval_every == 0 and step < len(order):
+            for task_name, values in evaluate(model, data, config, pad_id, device).items():
+                _append(metrics_path, {"stage": stage, "step": step, "split": "dev", "task": task_name, **values})
+    bar.close()
+    return losses
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def finetune(checkpoint: str | Path, tasks: list[str] | str | None = None, config: FinetuneConfig | None = None,
+             *, progress: bool = False) -> dict[str, Any]:
+    """Fine-tune a pretrained checkpoint on ``tasks`` (default ``config.tasks``; names case-insensitive,
+    a comma-separated string is accepted) and return the results, also written to ``RUN_DIR/results.json``:
+    ``dev`` (final dev metrics per task), ``multitask`` (after stage 1), ``per_task`` (after stage 2, when
+    ``per_task_steps`` > 0), ``baseline`` (a model that ignores its input), ``glue_score`` (mean of the GLUE
+    tasks' scores), example counts, steps and timing."""
+    config = config or FinetuneConfig()
+    if tasks is not None:
+        names = [t for t in tasks.split(",") if t.strip()] if isinstance(tasks, str) else list(tasks)
+        config = from_dict(FinetuneConfig, {**to_plain(config), "tasks": names})
+    started = time.perf_counter()
+    pretrained = load_pretrained(checkpoint)
+    model_cfg = pretrained.model_config
+    require(config.task_embedding_id < model_cfg.num_task_embeddings, "task_embedding_id",
+            f"-1 or a row < {model_cfg.num_task_embeddings} (the checkpoint's model.num_task_embeddings; its "
+            f"pretraining tasks use {pretrained.task_ids})")
+    require(config.max_seq_len <= model_cfg.max_position, "max_seq_len",
+            f"an integer <= {model_cfg.max_position} (the checkpoint's model.max_position)")
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_plain(config), sort_keys=False))
+    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path.write_text("")
+    device = _resolve_device(config.device)
+    pad_id = pretrained.tokenizer.token_to_id("[PAD]")
+
+    data = {name: load_task_data(name, config, pretrained.tokenizer) for name in config.tasks}
+    log.info("fine-tuning %s on %s", pretrained.checkpoint,
+             ", ".join(f"{n} ({len(d.train)} train / {len(d.dev)} dev)" for n, d in data.items()))
+    torch.manual_seed(config.seed)
+    model = FinetuneModel.build(pretrained.encoder(), [d.spec for d in data.values()], config.sharing).to(device)
+    probabilities = sampling_probabilities({n: len(d.train) for n, d in data.items()}, config.sampling,
+                                           config.temperature)
+    order = task_order(probabilities, config.max_steps, config.seed)
+    losses = train_stage(model, data, order, config, pad_id, device, stage="multitask", metrics_path=metrics_path,
+                         progress=progress)
+    multitask = evaluate(model, data, config, pad_id, device)
+    for name, values in multitask.items():
+        _append(metrics_path, {"stage": "multitask", "step": config.max_steps, "split": "dev", "task": name,
+                               **values})
+        log.info("multi-task dev %s: %s", name, values)
+
+    results: dict[str, Any] = {"checkpoint": str(pretrained.checkpoint), "tasks": config.tasks,
+                               "sharing": config.sharing, "task_probabilities": probabilities,
+                               "train_examples": {n: len(d.train) for n, d in data.items()},
+                               "dev_examples": {n: len(d.dev) for n, d in data.items()},
+                               "baseline": {n: d.baseline for n, d in data.items()},
+                               "multitask": multitask,
+                               "steps": {"multitask": config.max_steps, "per_task": config.per_task_steps},
+                               "train_loss": {n: _mean_tail([loss for _, t, loss in losses if t == n])
+                                              for n in data}}
+    final = multitask
+    if config.per_task_steps:
+        per_task = {}
+        for name in config.tasks:
+            single = model.single_task(name)
+            train_stage(single, data, [name] * config.per_task_steps, config, pad_id, device,
+                        stage=f"per_task:{name}", metrics_path=metrics_path, progress=progress)
+            per_task.update(evaluate(single, data, config, pad_id, device))
+            _append(metrics_path, {"stage": f"per_task:{name}", "step": config.per_task_steps, "split": "dev",
+                                   "task": name, **per_task[name]})
+            log.info("per-task dev %s: %s", name, per_task[name])
+            del single
+        results["per_task"] = per_task
+        final = per_task
+    results["dev"] = final
+    glue = [final[n]["score"] for n in config.tasks if n in GLUE_TASKS]
+    if glue:
+        results["glue_score"] = round(sum(glue) / len(glue), 6)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _mean_tail(values: list[float], tail: int = 20) -> float | None:
+    """Mean of the last ``tail`` training losses of a task (None if it never trained)."""
+    return round(sum(values[-tail:]) / len(values[-tail:]), 6) if values else None
+
+
+__all__ = ["FinetuneConfig", "load_finetune_config", "Pretrained", "load_pretrained", "Encoded",
+           "encode_examples", "collate", "EpochBatches", "sampling_probabilities", "task_order", "FinetuneModel",
+           "task_loss", "soft_sharing_penalty", "TaskData", "load_task_data", "evaluate", "train_stage",
+           "finetune"]
