@@ -113,6 +113,9 @@ def _log_scale_if_wide(ax, values: list[float]) -> None:
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 1 and 10 rather than 10⁰, 10¹
         ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+        low, high = ax.get_ylim()  # reach a labelled decade when one is close, so both ends carry a number
+        above, below = 10 ** math.ceil(math.log10(high)), 10 ** math.floor(math.log10(low))
+        ax.set_ylim(below if low / below < 1.5 else low, above if above / high < 1.5 else high)
 
 
 def _step_limits(ax, spans: list[tuple[int, int]]) -> None:
@@ -209,6 +212,10 @@ def plot_forgetting(loss: dict[str, Series], accuracy: dict[str, Series], forget
         elif series is forgetting:  # >= 0 by definition; keep 0 at the bottom even when nothing was forgotten
             top = max(values, default=0.0) or 0.01
             ax.set_ylim(-0.04 * top, 1.08 * top)
+            if values and max(values) <= 0:
+                ax.text(0.5, 0.5, "no forgetting: every task is at its best held-out loss so far",
+                        transform=ax.transAxes, ha="center", va="center", fontsize=9, color="0.4",
+                        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.9}, zorder=5)
         ax.set_ylabel(label)
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_title(title, pad=16)

@@ -60,6 +60,25 @@ class RunRecords:
         return max((r["step"] for r in [*self.train, *self.valid, *self.affinity]), default=0)
 
 
+def _well_formed(record: Any) -> bool:
+    """Whether a parsed line is a record of a known kind carrying the keys the report reads."""
+    if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+        return False
+    kind = record.get("kind")
+    if kind in ("train", "valid"):
+        return isinstance(record.get("task"), str)
+    if kind == "stage":
+        steps = record.get("steps")
+        return isinstance(record.get("stage"), int) and isinstance(steps, dict) and all(
+            isinstance(v, int) for v in steps.values())
+    if kind == "affinity":
+        tasks, matrix = record.get("tasks"), record.get("matrix")
+        return (isinstance(record.get("stage"), int) and isinstance(tasks, list) and isinstance(matrix, list)
+                and len(matrix) == len(tasks) and all(isinstance(row, list) and len(row) == len(tasks)
+                                                      for row in matrix))
+    return False
+
+
 def read_metrics(path: Path) -> RunRecords:
     """Parse ``metrics.jsonl``; raises :class:`ReportError` if it is missing or holds no usable record."""
     if not path.is_file():
@@ -74,10 +93,10 @@ def read_metrics(path: Path) -> RunRecords:
         except json.JSONDecodeError:
             records.bad_lines += 1
             continue
-        kind = record.get("kind") if isinstance(record, dict) else None
-        if kind not in by_kind or not isinstance(record.get("step"), int):
+        if not _well_formed(record):
             records.bad_lines += 1
             continue
+        kind = record["kind"]
         key = {"train": record["step"], "valid": (record["step"], record.get("task")),
                "stage": record.get("stage"), "affinity": record["step"]}[kind]
         by_kind[kind][key] = record  # a resumed run may repeat a record: the last one wins
