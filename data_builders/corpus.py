@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow as pa
 
 from data_builders.sentences import split_sentences
 
@@ -62,6 +63,7 @@ DOCUMENT_FEATURES = datasets.Features(
 """Schema of the documents dataset; ``sentences[i]`` holds the sentences of ``paragraphs[i]``."""
 
 FORMATS = ("auto", "text", "jsonl", "wikiextractor", "hf")
+_WRITE_BATCH = 500  # documents per Arrow record batch
 
 # Files written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk` that mark a directory as one dataset.
 _HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
@@ -511,8 +513,12 @@ def build_documents(
     min_body_chars: int = 200,
     min_paragraph_words: int = 6,
     max_documents: int = 0,
+    output_dir: str | Path | None = None,
 ) -> datasets.Dataset:
     """Read a corpus into a documents dataset with features :data:`DOCUMENT_FEATURES`.
+
+    The documents are written to ``output_dir/documents.arrow`` (default: a new temporary directory) in
+    batches and memory-mapped, so a corpus of any size is read in constant memory.
 
     ``paths`` are files, directories or globs (see :func:`resolve_corpus_files`); empty means the embedded
     standard-library corpus. ``format="auto"`` picks a reader per file, any other format applies to all files.
@@ -535,25 +541,35 @@ def build_documents(
         source = iter_stdlib_documents(min_paragraph_words)
         where = f"the embedded standard-library corpus ({_stdlib_root()})"
 
-    columns: dict[str, list[Any]] = {"id": [], "title": [], "paragraphs": [], "sentences": []}
-    read = 0
-    for doc in source:
-        read += 1
-        paragraphs = doc["paragraphs"]
-        if not paragraphs or sum(len(p) for p in paragraphs) < min_body_chars:
-            continue
-        columns["id"].append(doc["id"])
-        columns["title"].append(doc["title"])
-        columns["paragraphs"].append(paragraphs)
-        columns["sentences"].append([split_sentences(p) for p in paragraphs])
-        if max_documents and len(columns["id"]) >= max_documents:
-            break
-    if not columns["id"]:
+    # Streamed to an Arrow file in batches and memory-mapped back, so memory stays flat for any corpus size.
+    directory = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="ernie-cmtl-docs-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    arrow_path = directory / "documents.arrow"
+    schema = DOCUMENT_FEATURES.arrow_schema
+    read = kept = 0
+    rows: list[Document] = []
+    with pa.OSFile(str(arrow_path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for doc in source:
+            read += 1
+            paragraphs = doc["paragraphs"]
+            if not paragraphs or sum(len(p) for p in paragraphs) < min_body_chars:
+                continue
+            kept += 1
+            rows.append({"id": doc["id"], "title": doc["title"], "paragraphs": paragraphs,
+                         "sentences": [split_sentences(p) for p in paragraphs]})
+            if len(rows) == _WRITE_BATCH:
+                writer.write_batch(pa.RecordBatch.from_pylist(rows, schema=schema))
+                rows = []
+            if max_documents and kept >= max_documents:
+                break
+        if rows:
+            writer.write_batch(pa.RecordBatch.from_pylist(rows, schema=schema))
+    if not kept:
         raise CorpusError(
             f"no usable documents in {where} (read {read} documents, 0 with >= {min_body_chars} body characters "
             f"in paragraphs of >= {min_paragraph_words} words; lower data.min_body_chars or check the format)"
         )
-    return datasets.Dataset.from_dict(columns, features=DOCUMENT_FEATURES)
+    return datasets.Dataset.from_file(str(arrow_path))
 
 
 def _normalized_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -596,18 +612,18 @@ def load_documents(paths: Sequence[str], *, cache_dir: str | Path, **options: An
     fingerprint = corpus_fingerprint(paths, **options)
     target = Path(cache_dir).expanduser() / "documents" / fingerprint
     if not target.is_dir():
-        documents = build_documents(paths, **options)
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{fingerprint}.", suffix=".tmp", dir=target.parent))
+        work = Path(tempfile.mkdtemp(prefix=f".{fingerprint}.", suffix=".tmp", dir=target.parent))
         try:
-            documents.save_to_disk(str(staging))
+            documents = build_documents(paths, **options, output_dir=work / "stream")
+            documents.save_to_disk(str(work / "dataset"))
+            del documents
             try:
-                os.rename(staging, target)
+                os.rename(work / "dataset", target)
             except OSError:
                 if not target.is_dir():
                     raise
                 # Lost the race: an identical build is already in place.
         finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
     return datasets.load_from_disk(str(target))

@@ -42,8 +42,11 @@ class Lexicon:
 
 
 def build_lexicon(documents: Dataset, tokenizer: Tokenizer, *, phrases: bool, titles: bool,
-                  min_count: int, threshold: float, passes: int, max_words: int) -> Lexicon:
-    """Mine phrases (NPMI) over all sentences and collect multi-word document titles."""
+                  min_count: int, threshold: float, passes: int, max_words: int,
+                  sample_documents: int = 5000) -> Lexicon:
+    """Mine phrases (NPMI) over the sentences of at most ``sample_documents`` documents (evenly spaced), and
+    collect the multi-word titles of all documents. The sample bounds mining's memory and time on large
+    corpora; collocation statistics of a few thousand articles already find the frequent phrases."""
     pre = tokenizer.pre_tokenizer
 
     def split_words(text: str) -> list[str]:
@@ -51,9 +54,11 @@ def build_lexicon(documents: Dataset, tokenizer: Tokenizer, *, phrases: bool, ti
 
     lexicon = Lexicon()
     if phrases:
+        step = max(1, len(documents) // sample_documents)
+        sample = documents.select(range(0, len(documents), step)[:sample_documents])
         sentences = (
             [w.lower() for w in split_words(sentence)]
-            for doc in documents["sentences"] for paragraph in doc for sentence in paragraph
+            for doc in sample["sentences"] for paragraph in doc for sentence in paragraph
         )
         lexicon.phrases = mine_phrases(sentences, min_count=min_count, threshold=threshold, passes=passes,
                                        max_words=max_words)

@@ -43,6 +43,8 @@ class KnowledgeMaskingConfig:
     phrase_npmi: float = 0.5
     phrase_passes: int = 2
     max_phrase_words: int = 4
+    phrase_sample_documents: int = 5000
+    """Phrases are mined from at most this many training documents (evenly spaced), bounding memory."""
     title_entities: bool = True
     """Also treat spans matching (multi-word) document titles as entities."""
     min_tokens: int = 8
@@ -56,6 +58,7 @@ class KnowledgeMaskingConfig:
         require(-1 <= self.phrase_npmi <= 1, "phrase_npmi", "a number in [-1, 1]")
         require(self.phrase_min_count >= 1, "phrase_min_count", "an integer >= 1")
         require(self.max_phrase_words >= 2, "max_phrase_words", "an integer >= 2")
+        require(self.phrase_sample_documents >= 1, "phrase_sample_documents", "an integer >= 1")
 
 
 class KnowledgeMaskingTask(PretrainTask):
@@ -80,7 +83,8 @@ class KnowledgeMaskingTask(PretrainTask):
             lexicon = build_lexicon(
                 ctx.train_documents, ctx.tokenizer, phrases=cfg.level_mix.phrase > 0,
                 titles=cfg.level_mix.entity > 0 and cfg.title_entities, min_count=cfg.phrase_min_count,
-                threshold=cfg.phrase_npmi, passes=cfg.phrase_passes, max_words=cfg.max_phrase_words)
+                threshold=cfg.phrase_npmi, passes=cfg.phrase_passes, max_words=cfg.max_phrase_words,
+                sample_documents=cfg.phrase_sample_documents)
             ctx.cache_dir.mkdir(parents=True, exist_ok=True)
             lexicon.save(lexicon_path)
         return build_knowledge_masking(
