@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -36,6 +37,11 @@ MASK_FRACTION = 0.15
 DROPOUT = 0.1
 LR = 1e-4
 WEIGHT_DECAY = 0.01
+
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+"""``wall``: elapsed time (what a run costs). ``cpu``: CPU time of this process, all threads (with
+``--threads 1`` it is robust to other processes competing for the cores; with more threads it counts
+OpenMP spin-waiting too)."""
 
 # name -> (flavour, default batch size, default timed steps)
 CONFIGS: dict[str, tuple[str, int, int]] = {"small": ("small", 16, 12), "base": ("base", 8, 10)}
@@ -137,24 +143,25 @@ def make_batch(batch_size: int, seq_len: int, vocab_size: int, mask_fraction: fl
     }
 
 
-def make_step(model: nn.Module, loss_fn: Callable[[], Tensor], precision: str) -> Callable[[], float]:
-    """A closure running one training step of ``model``; returns its wall time in seconds."""
+def make_step(model: nn.Module, loss_fn: Callable[[], Tensor], precision: str,
+              clock: Callable[[], float] = time.perf_counter) -> Callable[[], float]:
+    """A closure running one training step of ``model``; returns its time in seconds on ``clock``."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
 
     def step() -> float:
-        start = time.perf_counter()
+        start = clock()
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = loss_fn()
         loss.backward()
         optimizer.step()
-        return time.perf_counter() - start
+        return clock() - start
 
     return step
 
 
 def measure(name: str, precision: str, batch_size: int, steps: int, warmup: int,
-            seq_len: int = SEQ_LEN, seed: int = 0) -> Result:
+            seq_len: int = SEQ_LEN, seed: int = 0, clock: str = "wall") -> Result:
     """Time ``steps`` interleaved training steps of ours and HF after ``warmup`` steps of each."""
     cfg = model_config(name)
     torch.manual_seed(seed)
@@ -167,8 +174,8 @@ def measure(name: str, precision: str, batch_size: int, steps: int, warmup: int,
                   token_type_ids=batch["segment_ids"], labels=batch["labels"],
                   next_sentence_label=batch["next_sentence_label"]).loss
 
-    ours_step = make_step(ours, lambda: ours(batch), precision)
-    hf_step = make_step(hf, hf_loss, precision)
+    ours_step = make_step(ours, lambda: ours(batch), precision, CLOCKS[clock])
+    hf_step = make_step(hf, hf_loss, precision, CLOCKS[clock])
     ours_times: list[float] = []
     hf_times: list[float] = []
     for i in range(warmup + steps):
@@ -191,6 +198,14 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages, or "n/a" where the OS does not report them."""
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 def format_table(results: list[Result]) -> str:
@@ -217,6 +232,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     parser.add_argument("--seq-len", type=int, default=SEQ_LEN)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall: elapsed time; cpu: process CPU time (use with --threads 1 on a busy machine)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
@@ -237,24 +254,26 @@ def main(argv: list[str] | None = None) -> list[Result]:
 
     precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"threads {torch.get_num_threads()}, CPU: {cpu_name()}")
+          f"threads {torch.get_num_threads()}, CPU: {cpu_name()}, load average {load_average()}")
     print(f"seq_len {args.seq_len}, vocab {VOCAB_SIZE}, {MASK_FRACTION:.0%} masked, dropout {DROPOUT}, "
-          f"warm-up {args.warmup}, AdamW; median of interleaved steps", flush=True)
+          f"warm-up {args.warmup}, AdamW; median of interleaved steps, {args.clock} clock", flush=True)
     results = []
     start = time.perf_counter()
     for name in args.configs.split(","):
         batch = args.batch_small if name == "small" else args.batch_base
         steps = args.steps if args.steps is not None else CONFIGS[name][2]
         for precision in precisions:
-            result = measure(name, precision, batch, steps, args.warmup, args.seq_len, args.seed)
+            result = measure(name, precision, batch, steps, args.warmup, args.seq_len, args.seed, args.clock)
             results.append(result)
             print(f"  {name} {precision}: ours {result.ours_ms:.1f} ms, HF {result.hf_ms:.1f} ms "
                   f"({result.ratio:.2f}x, {time.perf_counter() - start:.0f} s elapsed)", flush=True)
-    print()
+    print(f"\ntotal {time.perf_counter() - start:.0f} s; load average at the end {load_average()} "
+          f"(above ~0.5 per core, other processes compete and the medians are noisy)")
     print(format_table(results))
     if args.json is not None:
         payload = {"torch": torch.__version__, "transformers": transformers.__version__,
-                   "threads": torch.get_num_threads(), "cpu": cpu_name(),
+                   "threads": torch.get_num_threads(), "cpu": cpu_name(), "clock": args.clock,
+                   "load_average_end": load_average(),
                    "results": [{**asdict(r), "ratio": r.ratio} for r in results]}
         args.json.write_text(json.dumps(payload, indent=2))
     return results

@@ -1,0 +1,165 @@
+"""Data-building throughput and memory of the seven task builders, and masking speed against HF.
+
+    python bench/build_throughput.py [--corpus ../shared/data/wikipedia-en-2018-sample/train] [--json OUT]
+
+1. Throughput: each builder runs in one process (``num_proc=1``) over the whole corpus; prints MB of raw text
+   (the corpus files' bytes) per minute per core, per builder and for all seven together. Target >= 20.
+2. Peak memory: the whole pipeline (documents, tokenizer, all seven builders) runs in a fresh subprocess at 1x
+   and at 4x the corpus (the files replicated under other names); prints each peak RSS. Target: flat.
+3. Masking: our vectorized knowledge-masking collate against HF ``DataCollatorForWholeWordMask`` on the same
+   tokenized batches, interleaved, median per batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "wikipedia-en-2018-sample" / "train"
+TASKS = ["knowledge_masking", "capitalization", "token_document_relation", "sentence_reordering",
+         "sentence_distance", "discourse_relation", "ir_relevance"]
+
+
+def build_all(files: list[str], work: Path, tasks: list[str]) -> dict:
+    """Documents -> tokenizer -> every task's examples, timed per stage. Runs in the calling process."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+
+    datasets.disable_progress_bars()
+    from data_builders.corpus import build_documents
+    from data_builders.tokenizer import iter_paragraphs, train_wordpiece
+    from ernie_cmtl.config import load_config
+    from ernie_cmtl.data import make_tasks
+    from pretrain_tasks.base import BuildContext, SpecialIds
+
+    timings = {}
+    start = time.perf_counter()
+    documents = build_documents(files, output_dir=work / "documents")
+    timings["documents"] = time.perf_counter() - start
+    start = time.perf_counter()
+    tokenizer = train_wordpiece(iter_paragraphs(documents), vocab_size=8000)
+    timings["tokenizer"] = time.perf_counter() - start
+    config = load_config(None, ["tasks={" + ", ".join(f"{t}: {{}}" for t in tasks) + "}"])
+    task_objects = make_tasks(config, SpecialIds.from_tokenizer(tokenizer))
+    counts = {}
+    for name, task in task_objects.items():
+        ctx = BuildContext(tokenizer=tokenizer, max_seq_len=128, seed=0, num_proc=1,
+                           cache_dir=work / "cache" / name, train_documents=documents)
+        start = time.perf_counter()
+        examples = task.build(documents, ctx)
+        timings[name] = time.perf_counter() - start
+        counts[name] = len(examples)
+        del examples
+    return {"timings": timings, "counts": counts, "documents": len(documents),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def replicate(files: list[Path], factor: int, into: Path) -> list[str]:
+    into.mkdir(parents=True, exist_ok=True)
+    out = []
+    for copy in range(factor):
+        for f in files:
+            target = into / f"{f.name}.copy{copy}"
+            if not target.exists():
+                os.symlink(f.resolve(), target)
+            out.append(str(target))
+    return out
+
+
+def run_child(files: list[str], work: Path) -> dict:
+    """``build_all`` in a fresh interpreter, so its peak RSS is the pipeline's own."""
+    code = (f"import json, sys; sys.path.insert(0, {str(REPO)!r}); from bench.build_throughput import build_all; "
+            f"from pathlib import Path; print(json.dumps(build_all({files!r}, Path({str(work)!r}), {TASKS!r})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_masking(files: list[str], batches: int = 30, batch_size: int = 32) -> dict:
+    """Median time per batch: our knowledge-masking collate vs HF DataCollatorForWholeWordMask."""
+    import torch
+    from transformers import DataCollatorForWholeWordMask, PreTrainedTokenizerFast
+
+    from data_builders.corpus import build_documents
+    from data_builders.tokenizer import iter_paragraphs, train_wordpiece
+    from pretrain_tasks.base import BuildContext, SpecialIds
+    from pretrain_tasks.knowledge_masking import KnowledgeMaskingConfig, KnowledgeMaskingTask
+
+    documents = build_documents(files[:2])
+    tokenizer = train_wordpiece(iter_paragraphs(documents), vocab_size=8000)
+    task = KnowledgeMaskingTask(KnowledgeMaskingConfig(), SpecialIds.from_tokenizer(tokenizer))
+    with tempfile.TemporaryDirectory() as tmp:
+        examples = task.build(documents, BuildContext(tokenizer, 128, 0, 1, Path(tmp), documents))
+        hf_tokenizer = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                                               cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+        hf = DataCollatorForWholeWordMask(hf_tokenizer, mlm_probability=0.15, return_tensors="pt")
+        ours_times, hf_times = [], []
+        for i in range(batches):
+            rows = examples[i * batch_size:(i + 1) * batch_size]
+            features = [{"input_ids": ids} for ids in rows["input_ids"]]
+            start = time.perf_counter()
+            task.collate(rows, torch.Generator().manual_seed(i))
+            ours_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            hf(features)
+            hf_times.append(time.perf_counter() - start)
+    ours, theirs = statistics.median(ours_times), statistics.median(hf_times)
+    return {"ours_ms": ours * 1000, "hf_ms": theirs * 1000, "speedup": theirs / ours, "batches": batches,
+            "batch_size": batch_size}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--factors", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    files = sorted(p for p in args.corpus.iterdir() if p.is_file() and not p.name.endswith(".md"))
+    raw_mb = sum(f.stat().st_size for f in files) / 1e6
+    work = Path(tempfile.mkdtemp(prefix="ernie-bench-"))
+    results: dict = {"corpus": str(args.corpus), "raw_mb": raw_mb, "runs": {}}
+    try:
+        for factor in args.factors:
+            copies = replicate(files, factor, work / f"corpus_x{factor}")
+            results["runs"][factor] = run_child(copies, work / f"run_x{factor}")
+        results["masking"] = bench_masking([str(f) for f in files])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    base = results["runs"][args.factors[0]]
+    print(f"corpus: {args.corpus} ({raw_mb:.1f} MB raw, {base['documents']} documents); one core per builder")
+    print(f"{'builder':<26}{'examples':>10}{'seconds':>10}{'MB/min/core':>14}")
+    builder_seconds = 0.0
+    for name in TASKS:
+        seconds = base["timings"][name]
+        builder_seconds += seconds
+        print(f"{name:<26}{base['counts'][name]:>10}{seconds:>10.1f}{raw_mb / (seconds / 60):>14.1f}")
+    print(f"{'all seven builders':<26}{'':>10}{builder_seconds:>10.1f}{raw_mb / (builder_seconds / 60):>14.1f}")
+    print(f"(reading documents {base['timings']['documents']:.1f}s, tokenizer training "
+          f"{base['timings']['tokenizer']:.1f}s, not counted above)")
+    for factor in args.factors:
+        run = results["runs"][factor]
+        print(f"peak RSS at {factor}x corpus ({factor * raw_mb:.0f} MB, {run['documents']} documents): "
+              f"{run['peak_rss_mb']:.0f} MB")
+    if len(args.factors) > 1:
+        first, last = (results["runs"][f]["peak_rss_mb"] for f in (args.factors[0], args.factors[-1]))
+        print(f"peak memory ratio {args.factors[-1]}x / {args.factors[0]}x: {last / first:.2f}")
+    m = results["masking"]
+    print(f"masking, {m['batches']} batches of {m['batch_size']}: ours {m['ours_ms']:.2f} ms, "
+          f"HF DataCollatorForWholeWordMask {m['hf_ms']:.2f} ms per batch -> {m['speedup']:.1f}x")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
