@@ -8,10 +8,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from ernie_cmtl.checkpoint import latest_checkpoint, read_state
 from ernie_cmtl.config import ConfigError, RunConfig, dump_config, load_config
 from ernie_cmtl.data import PreparedData, prepare_data
+from ernie_cmtl.finetune import FinetuneConfig
 from ernie_cmtl.scheduler import Plan, build_plan
 from ernie_cmtl.trainer import Trainer, TrainResult
 
@@ -87,6 +89,20 @@ def report(run_dir: str | Path) -> list[Path]:
     from ernie_cmtl.report import write_report
 
     return write_report(Path(run_dir))
+
+
+def finetune(checkpoint: str | Path, tasks: list[str] | str | None = None, config: FinetuneConfig | None = None,
+             *, progress: bool = True) -> dict[str, Any]:
+    """Fine-tune a pretrained checkpoint (a run directory or one ``checkpoints/step_N``) on GLUE tasks and
+    the ``wikiqp`` ranking task, MT-DNN style (see :func:`ernie_cmtl.finetune.finetune`); returns the results,
+    also written to ``RUN_DIR/results.json``, and logs to ``RUN_DIR/train.log``."""
+    from ernie_cmtl.finetune import finetune as run_finetune
+
+    config = config or FinetuneConfig()
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_log(run_dir):
+        return run_finetune(checkpoint, tasks, config, progress=progress)
 
 
 def pretrain(config: RunConfig, *, resume: bool = False, stop_at: int | None = None,

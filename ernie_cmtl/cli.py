@@ -75,6 +75,27 @@ def build_parser() -> argparse.ArgumentParser:
                        "summary.md (stage table, per-task losses, forgetting, throughput, image links). "
                        "Works on partial runs; plots without data are skipped and summary.md says so.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holds metrics.jsonl and config.yaml)")
+
+    p = sub.add_parser("finetune", help="fine-tune a pretrained encoder on GLUE tasks (MT-DNN style)",
+                       description="Multi-task fine-tuning of a pretrained checkpoint on GLUE tasks (SST-2, CoLA, "
+                       "MRPC, RTE, STS-B) and the Wikipedia query-passage ranking task (wikiqp), then optional "
+                       "per-task fine-tuning. Prints the dev metrics and writes config.yaml, metrics.jsonl, "
+                       "train.log and results.json into the run directory. See docs/FINETUNING.md.",
+                       epilog="example:\n  ernie-cmtl finetune --checkpoint runs/default --tasks sst2,cola,mrpc,"
+                       "rte,stsb --run-dir runs/glue", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", metavar="PATH", required=True, help="a pretraining run directory (its latest "
+                   "checkpoint is used) or one RUN_DIR/checkpoints/step_N directory")
+    p.add_argument("--tasks", metavar="LIST", help="comma-separated, case-insensitive: sst2,cola,mrpc,rte,stsb,"
+                   "wikiqp (default: the config's tasks)")
+    p.add_argument("--config", metavar="YAML", help="fine-tuning config (default: built-in defaults, the same "
+                   "as configs/finetune_glue.yaml)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override one config value, e.g. --set lr=1e-4 (repeatable; values are read as YAML)")
+    p.add_argument("--max-steps", type=int, metavar="N", help="multi-task fine-tuning steps (overrides max_steps)")
+    p.add_argument("--per-task-steps", type=int, metavar="N", help="then fine-tune a copy on each task alone for "
+                   "N steps (overrides per_task_steps; 0 = off)")
+    p.add_argument("--run-dir", metavar="DIR", help="output directory (overrides run_dir)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
     return parser
 
 
@@ -146,6 +167,29 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ernie_cmtl import api
+    from ernie_cmtl.finetune import load_finetune_config
+
+    steps = [f"{key}={value}" for key, value in (("max_steps", args.max_steps),
+                                                 ("per_task_steps", args.per_task_steps)) if value is not None]
+    config = load_finetune_config(args.config, [*args.overrides, *steps])
+    if args.run_dir is not None:
+        config.run_dir = args.run_dir
+    api.setup_logging(verbose=not args.quiet)
+    results = api.finetune(args.checkpoint, args.tasks, config, progress=not args.quiet)
+    for task, values in results["dev"].items():
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if k != "score")
+        base = ", ".join(f"{k} {v:.4f}" for k, v in results["baseline"][task].items() if k != "score")
+        print(f"{task}: {shown}  (input-blind baseline: {base})")
+    if "glue_score" in results:
+        print(f"GLUE score (mean of task scores): {results['glue_score']:.4f}")
+    print(f"results: {Path(config.run_dir) / 'results.json'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ernie-cmtl`` console script. Returns the exit code."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -154,17 +198,19 @@ def main(argv: list[str] | None = None) -> int:
     from data_builders.tokenizer import TokenizerError
     from ernie_cmtl.checkpoint import CheckpointError
     from ernie_cmtl.config import ConfigError
+    from ernie_cmtl.data import DataBuildError
     from ernie_cmtl.report import ReportError
     from pretrain_tasks.registry import TaskRegistryError
 
     handlers = {"pretrain": _cmd_pretrain, "build-data": _cmd_build_data, "tasks": _cmd_tasks, "plan": _cmd_plan}
     handlers["report"] = _cmd_report
+    handlers["finetune"] = _cmd_finetune
     try:
         return handlers[args.command](args)
     except ConfigError as err:
         print(f"ernie-cmtl: config error: {err}", file=sys.stderr)
         return 2
-    except (CorpusError, TokenizerError, CheckpointError, TaskRegistryError, ReportError) as err:
+    except (CorpusError, TokenizerError, CheckpointError, TaskRegistryError, DataBuildError, ReportError) as err:
         print(f"ernie-cmtl: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -113,16 +113,27 @@ def prepare_data(config: RunConfig, run_dir: Path, progress: bool = True) -> Pre
         ctx = BuildContext(tokenizer=tokenizer, max_seq_len=data.max_seq_len, seed=config.seed,
                            num_proc=data.num_proc, cache_dir=task_dir, train_documents=train_docs)
         started = time.perf_counter()
-        train[name] = cached_dataset(task_dir / "train", lambda t=task, c=ctx: t.build(train_docs, c))
-        valid[name] = cached_dataset(task_dir / "valid", lambda t=task, c=ctx: t.build(valid_docs, c))
+        train[name] = cached_dataset(task_dir / "train", lambda t=task, c=ctx: _build(t, train_docs, c, "train"))
+        valid[name] = cached_dataset(task_dir / "valid", lambda t=task, c=ctx: _build(t, valid_docs, c, "valid"))
         seconds[name] = time.perf_counter() - started
         log.info("task %s: %d train / %d valid examples (%.1fs)", name, len(train[name]), len(valid[name]),
                  seconds[name])
         for split, ds in (("train", train[name]), ("valid", valid[name])):
             if len(ds) == 0:
-                raise ValueError(f"task {name} built 0 {split} examples from the corpus "
-                                 f"({len(train_docs if split == 'train' else valid_docs)} documents)")
+                raise DataBuildError(f"task {name} built 0 {split} examples from the corpus "
+                                     f"({len(train_docs if split == 'train' else valid_docs)} documents)")
     return PreparedData(tokenizer, tasks, train, valid, seconds)
+
+
+class DataBuildError(ValueError):
+    """A task cannot be built from this corpus (too small, wrong kind of text, ...): one line saying why."""
+
+
+def _build(task: PretrainTask, documents: Dataset, ctx: BuildContext, split: str) -> Dataset:
+    try:
+        return task.build(documents, ctx)
+    except ValueError as err:  # builders say why a corpus cannot give a task examples
+        raise DataBuildError(f"{split} split: {err}") from None
 
 
 class TaskStream:

@@ -379,7 +379,8 @@ def soft_sharing_penalty(encoders: list[nn.Module]) -> Tensor:
     total = first.new_zeros((), dtype=torch.float32)
     for name in named[0]:
         stacked = torch.stack([params[name] for params in named]).float()
-        total = total + (stacked - stacked.mean(0)).pow(2).sum()
+        offsets = stacked - stacked[0]  # exact zeros for identical copies (a float mean of them is not exact)
+        total = total + (offsets - offsets.mean(0)).pow(2).sum()
     return total
 
 
