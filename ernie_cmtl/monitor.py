@@ -71,7 +71,7 @@ class Monitor:
             id_file.write_text(run_id)
             self.run = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, mode=mode,
                                   name=cfg.wandb.name or run_dir.name, tags=cfg.wandb.tags, id=run_id,
-                                  resume="allow", dir=str(run_dir), config=run_config)
+                                  resume="allow", dir=str(run_dir), config=run_config, reinit="create_new")
             log.info("wandb run %s (%s), files in %s", run_id, mode, run_dir / "wandb")
 
     def _write(self, record: dict[str, Any]) -> None:
