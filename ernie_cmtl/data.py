@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from datasets import Dataset, disable_progress_bars, load_from_disk
+from datasets import Dataset, disable_caching, disable_progress_bars, load_from_disk
 from tokenizers import Tokenizer
 
 from data_builders.corpus import corpus_fingerprint, load_documents
@@ -85,6 +85,9 @@ def prepare_data(config: RunConfig, run_dir: Path, progress: bool = True) -> Pre
     """Everything a run reads, built or loaded from the cache."""
     if not progress:
         disable_progress_bars()
+    # Our cache (keyed on documents, tokenizer, task config and builder version) decides what is reused;
+    # datasets' own map cache keys on the function alone and can return stale examples after a code change.
+    disable_caching()
     data = config.data
     cache = Path(data.cache_dir).expanduser()
     options = {"format": data.format, "min_body_chars": data.min_body_chars,

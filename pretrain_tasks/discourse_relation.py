@@ -1,0 +1,90 @@
+"""Discourse relation (ERNIE 2.0): which relation joined two sentences, once the discourse marker is removed."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import torch
+from datasets import Dataset
+from torch import Tensor, nn
+
+from data_builders.discourse_relation import RELATIONS, build_discourse_relation, relation_counts
+from ernie_cmtl.config import ModelConfig, require
+from ernie_cmtl.model import SequenceClassificationHead
+from pretrain_tasks.base import BuildContext, PretrainTask, collate_sequence_classification
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DiscourseRelationConfig:
+    min_class_examples: int = 50
+    """Relation classes with fewer pairs than this in the training documents are dropped (with a warning
+    naming them and their counts): a handful of examples cannot be learned, only memorized. Counted on the
+    training split for both splits, so train and valid always have the same classes."""
+    max_class_share: float = 0.5
+    """Largest share of the examples one class may have; larger classes are subsampled (deterministically)
+    so that a frequent marker ("however") does not dominate. 1 disables the cap."""
+    min_words: int = 3
+    """Both sentences of a pair need at least this many words."""
+
+    def __post_init__(self) -> None:
+        require(self.min_class_examples >= 1, "min_class_examples", "an integer >= 1")
+        require(0 < self.max_class_share <= 1, "max_class_share", "a number in (0, 1]")
+        require(self.min_words >= 1, "min_words", "an integer >= 1")
+
+
+class DiscourseRelationTask(PretrainTask):
+    """Relation of a sentence pair whose discourse marker was removed (contrast, result, reason, ...).
+
+    Classes and markers: ``data_builders.discourse_relation.DISCOURSE_MARKERS``."""
+
+    name = "discourse_relation"
+    level = "sequence"
+    config_class = DiscourseRelationConfig
+    label_summary = str(len(RELATIONS))
+    builder_version = 1
+
+    @property
+    def num_labels(self) -> int:
+        # The full inventory, even when rare classes are dropped: the head is built before any data is, and
+        # label ids stay those of DISCOURSE_MARKERS whichever classes a corpus happens to have.
+        return len(RELATIONS)
+
+    def kept_relations(self, ctx: BuildContext) -> list[int]:
+        """Label ids of the classes with >= ``min_class_examples`` pairs in the training documents (the
+        counts are cached in the task's cache directory, so both splits agree without a second count)."""
+        counts_path = ctx.cache_dir / "relation_counts.json"
+        if counts_path.is_file():
+            counts = json.loads(counts_path.read_text())
+        else:
+            counts = relation_counts(ctx.train_documents["sentences"], self.config.min_words)
+            ctx.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = counts_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(counts))
+            tmp.replace(counts_path)
+        minimum = self.config.min_class_examples
+        dropped = {name: counts[name] for name in RELATIONS if counts[name] < minimum}
+        if dropped:
+            log.warning("discourse_relation: dropping classes with fewer than %d examples in the training "
+                        "documents: %s", minimum, ", ".join(f"{k} ({v})" for k, v in dropped.items()))
+        kept = [i for i, name in enumerate(RELATIONS) if name not in dropped]
+        if not kept:
+            raise ValueError(f"task discourse_relation needs relation classes with >= {minimum} examples "
+                             f"(tasks.discourse_relation.min_class_examples); found counts {counts} in "
+                             f"{len(ctx.train_documents)} training documents")
+        return kept
+
+    def build(self, documents: Dataset, ctx: BuildContext) -> Dataset:
+        return build_discourse_relation(
+            documents, ctx.tokenizer, labels=self.kept_relations(ctx), max_seq_len=ctx.max_seq_len,
+            seed=ctx.seed, max_class_share=self.config.max_class_share, min_words=self.config.min_words,
+            num_proc=ctx.num_proc)
+
+    def collate(self, rows: dict[str, list], generator: torch.Generator) -> dict[str, Tensor]:
+        return collate_sequence_classification(rows, self.special.pad)
+
+    def make_head(self, model_config: ModelConfig, word_embeddings: nn.Embedding) -> nn.Module:
+        return SequenceClassificationHead(model_config, self.num_labels)
