@@ -11,15 +11,21 @@ from ernie_cmtl.config import MODEL_FLAVOURS, ConfigError, RunConfig, dump_confi
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_defaults_match_default_yaml():
+def test_default_yaml_is_a_cmtl_run_over_all_seven_tasks():
     from_file = load_config(REPO / "configs" / "default.yaml")
     assert from_file.model.hidden_size == 128 and from_file.model.num_layers == 2
-    assert list(from_file.tasks) == ["knowledge_masking"]
+    assert len(from_file.tasks) == 7 and from_file.schedule.strategy == "cmtl"
+    assert len(from_file.schedule.stages) == 4
     assert from_file.tasks["knowledge_masking"].mask_prob == pytest.approx(0.15)
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_parses(path: Path):
+    if path.name.startswith("finetune"):
+        from ernie_cmtl.finetune import FinetuneConfig, load_finetune_config
+
+        assert isinstance(load_finetune_config(path), FinetuneConfig)
+        return
     config = load_config(path)
     assert isinstance(config, RunConfig)
 
