@@ -91,8 +91,8 @@ def report(run_dir: str | Path) -> list[Path]:
     return write_report(Path(run_dir))
 
 
-def finetune(checkpoint: str | Path, tasks: list[str] | str | None = None, config: FinetuneConfig | None = None,
-             *, progress: bool = True) -> dict[str, Any]:
+def finetune(checkpoint: str | Path, tasks: list[str] | str | None = None,
+             config: FinetuneConfig | None = None, *, progress: bool = True) -> dict[str, Any]:
     """Fine-tune a pretrained checkpoint (a run directory or one ``checkpoints/step_N``) on GLUE tasks and
     the ``wikiqp`` ranking task, MT-DNN style (see :func:`ernie_cmtl.finetune.finetune`); returns the results,
     also written to ``RUN_DIR/results.json``, and logs to ``RUN_DIR/train.log``."""

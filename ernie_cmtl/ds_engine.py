@@ -135,9 +135,22 @@ class DeepSpeedEngine:
         """Every rank calls this; DeepSpeed writes ``directory`` (its ZeRO shards included)."""
         self.engine.save_checkpoint(str(directory.parent), tag=directory.name, save_latest=False)
 
-    def load_checkpoint(self, directory: Path, strict: bool = True) -> None:
-        path, _ = self.engine.load_checkpoint(str(directory.parent), tag=directory.name,
-                                              load_module_strict=strict)
+    def load_checkpoint(self, directory: Path, strict: bool = True, saved_world_size: int | None = None,
+                        step: int = 0) -> None:
+        """Restore from ``directory``. At another world size DeepSpeed cannot re-partition ZeRO optimizer
+        state, so then only the weights are loaded: AdamW's moments restart from zero and the learning-rate
+        schedule is set to ``step`` (the warning in the trainer says so)."""
+        import torch.distributed as dist
+
+        if saved_world_size is not None and saved_world_size != dist.get_world_size():
+            path, _ = self.engine.load_checkpoint(
+                str(directory.parent), tag=directory.name, load_module_strict=strict, load_module_only=True,
+                load_optimizer_states=False, load_lr_scheduler_states=False)
+            self.scheduler.last_epoch = step - 1
+            self.scheduler.step()
+        else:
+            path, _ = self.engine.load_checkpoint(str(directory.parent), tag=directory.name,
+                                                  load_module_strict=strict)
         if path is None:
             from ernie_cmtl.checkpoint import CheckpointError
 

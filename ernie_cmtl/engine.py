@@ -35,8 +35,9 @@ class Engine(Protocol):
     def save_checkpoint(self, directory: Path) -> None:
         """Write model and optimizer state into ``directory`` (every rank calls it)."""
 
-    def load_checkpoint(self, directory: Path, strict: bool = True) -> None:
-        """Restore model and optimizer state from ``directory``."""
+    def load_checkpoint(self, directory: Path, strict: bool = True, saved_world_size: int | None = None,
+                        step: int = 0) -> None:
+        """Restore model and optimizer state from ``directory`` (written at ``saved_world_size`` ranks)."""
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -112,7 +113,8 @@ class TorchEngine:
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                     "micro_steps": self.micro_steps}, directory / "optimizer.pt")
 
-    def load_checkpoint(self, directory: Path, strict: bool = True) -> None:
+    def load_checkpoint(self, directory: Path, strict: bool = True, saved_world_size: int | None = None,
+                        step: int = 0) -> None:
         """``strict=False`` (a changed plan): new heads start fresh and the optimizer state is not restored."""
         from ernie_cmtl.checkpoint import CheckpointError, load_tensors
 

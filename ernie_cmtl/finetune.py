@@ -1,14 +1,14 @@
 """Fine-tuning a pretrained encoder on GLUE and a ranking task, the MT-DNN way (Liu et al., 2019).
 
-Flow: a pretraining checkpoint (``RUN_DIR`` or ``RUN_DIR/checkpoints/step_N``) -> its encoder, model config and
-tokenizer -> each task's train/dev examples (:mod:`ernie_cmtl.glue`), tokenized once -> stage 1: multi-task
+Flow: a pretraining checkpoint (``RUN_DIR`` or ``RUN_DIR/checkpoints/step_N``) -> its encoder, model config
+and tokenizer -> each task's train/dev examples (:mod:`ernie_cmtl.glue`), tokenized once -> stage 1: multi-task
 fine-tuning, each step one task's batch through the encoder and that task's output layer -> optional stage 2:
 a copy of the multi-task model fine-tuned on each task alone -> dev metrics, written to ``results.json``.
 
 MT-DNN's four output-layer kinds, all on the pooled first-token state (``SequenceClassificationHead``):
 single-sentence classification (SST-2, CoLA) and pair classification (MRPC, RTE) with cross-entropy,
-similarity regression (STS-B, one output, mean squared error), and pairwise ranking (``wikiqp``: a query with K
-candidate passages, one relevant; each (query, passage) pair gets one score and the loss is cross-entropy of a
+similarity regression (STS-B, one output, mean squared error), and pairwise ranking (``wikiqp``: a query with
+K candidate passages, one relevant; each (query, passage) pair gets one score and the loss is cross-entropy of a
 softmax over the K scores).
 
 Sharing: ``hard`` trains one encoder for all tasks; ``soft`` gives every task its own copy of the pretrained
@@ -73,9 +73,12 @@ class FinetuneConfig:
     tasks: list[str] = field(default_factory=lambda: ["sst2", "cola", "mrpc", "rte", "stsb"])
     """Tasks (case-insensitive; sst2, cola, mrpc, rte, stsb, wikiqp). ``--tasks`` overrides."""
     glue_dir: str = "../shared/data/glue"
-    """The GLUE folder (SST-2/, CoLA/, MRPC/, RTE/, STS-B/ with train.tsv and dev.tsv), relative to the cwd."""
-    ranking_corpus: list[str] = field(default_factory=lambda: ["../shared/data/wikipedia-en-2018-sample/valid"])
-    """Wikipedia files the ``wikiqp`` ranking task is built from (title -> paragraphs; 20% of articles dev)."""
+    """The GLUE folder (SST-2/, CoLA/, MRPC/, RTE/, STS-B/, each with train.tsv and dev.tsv), relative to
+    the working directory."""
+    ranking_corpus: list[str] = field(
+        default_factory=lambda: ["../shared/data/wikipedia-en-2018-sample/valid"])
+    """Wikipedia files the ``wikiqp`` ranking task is built from (queries = titles, passages = paragraphs; one
+    held-out paragraph per article is the dev set)."""
     ranking_candidates: int = 4
     """K: passages per ranking query (one relevant, K - 1 from other articles)."""
     run_dir: str = "runs/finetune"
@@ -84,7 +87,7 @@ class FinetuneConfig:
     max_seq_len: int = 128
     """Tokens per sequence (pairs: both segments together), special tokens included; longer input is cut."""
     batch_size: int = 32
-    """Sequences per step (ranking: ``batch_size // ranking_candidates`` queries with all their candidates)."""
+    """Sequences per step (ranking: ``batch_size // ranking_candidates`` queries, each with its candidates)."""
     eval_batch_size: int = 128
     lr: float = 2e-4
     """Peak learning rate. BERT-base takes 2e-5..5e-5; the small flavours here learn faster at ~1e-4..5e-4."""
@@ -96,9 +99,9 @@ class FinetuneConfig:
     max_steps: int = 1000
     """Steps of stage 1, multi-task fine-tuning (each step trains one task's batch)."""
     per_task_steps: int = 0
-    """Steps of stage 2 for each task: a copy of the multi-task model fine-tuned on that task alone (0 = off)."""
+    """Steps of stage 2 per task: a copy of the multi-task model fine-tuned on that task alone (0 = off)."""
     sampling: Literal["proportional", "uniform", "temperature"] = "proportional"
-    """Which task a stage-1 step trains: with probability ~ train size (MT-DNN), equal, or size^(1/temperature)."""
+    """Which task a stage-1 step trains: probability ~ train size (MT-DNN), equal, or ~ size^(1/temperature)."""
     temperature: float = 2.0
     """For ``sampling: temperature``: 1 = proportional, larger flattens toward uniform."""
     task_embedding_id: int = 0
@@ -143,7 +146,8 @@ class FinetuneConfig:
         require(self.soft_sharing_weight >= 0, "soft_sharing_weight", "a number >= 0")
 
 
-def load_finetune_config(path: str | Path | None = None, overrides: list[str] | None = None) -> FinetuneConfig:
+def load_finetune_config(path: str | Path | None = None,
+                         overrides: list[str] | None = None) -> FinetuneConfig:
     """Read a fine-tuning config from YAML (defaults when ``path`` is None) plus ``KEY=VALUE`` overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
@@ -246,7 +250,8 @@ class Encoded:
         return len(self.labels)
 
 
-def encode_examples(tokenizer: Tokenizer, examples: Examples, task: BenchmarkTask, max_seq_len: int) -> Encoded:
+def encode_examples(tokenizer: Tokenizer, examples: Examples, task: BenchmarkTask,
+                    max_seq_len: int) -> Encoded:
     """Tokenize with the run's tokenizer ([CLS] a [SEP] (b [SEP]); segment ids from the tokenizer), cut to
     ``max_seq_len`` (pairs: the longer side first)."""
     tokenizer.enable_truncation(max_seq_len)
@@ -294,7 +299,8 @@ class EpochBatches:
         return batch
 
 
-def sampling_probabilities(sizes: dict[str, int], sampling: str, temperature: float = 1.0) -> dict[str, float]:
+def sampling_probabilities(sizes: dict[str, int], sampling: str,
+                           temperature: float = 1.0) -> dict[str, float]:
     """Probability that a multi-task step trains each task: ~ size (``proportional``, MT-DNN's epoch over all
     tasks' batches), equal (``uniform``) or ~ size^(1/temperature) (``temperature``)."""
     if sampling == "uniform":
@@ -325,7 +331,8 @@ class FinetuneModel(nn.Module):
     """One encoder per task name and one output layer per task. Hard sharing maps every task to the same
     encoder module (its parameters are counted and optimized once); soft sharing maps each to its own copy."""
 
-    def __init__(self, encoders: dict[str, Encoder], heads: dict[str, nn.Module], kinds: dict[str, HeadKind]):
+    def __init__(self, encoders: dict[str, Encoder], heads: dict[str, nn.Module],
+                 kinds: dict[str, HeadKind]) -> None:
         super().__init__()
         self.encoders = nn.ModuleDict(encoders)
         self.heads = nn.ModuleDict(heads)
@@ -345,8 +352,8 @@ class FinetuneModel(nn.Module):
 
     def single_task(self, task: str) -> FinetuneModel:
         """A deep copy holding only ``task``'s encoder and output layer (for per-task fine-tuning)."""
-        return FinetuneModel({task: copy.deepcopy(self.encoders[task])}, {task: copy.deepcopy(self.heads[task])},
-                             {task: self.kinds[task]})
+        return FinetuneModel({task: copy.deepcopy(self.encoders[task])},
+                             {task: copy.deepcopy(self.heads[task])}, {task: self.kinds[task]})
 
     def forward(self, task: str, batch: dict[str, Tensor]) -> Tensor:
         """Class logits [B, C]; regression scores [B]; ranking scores [queries, candidates]."""
@@ -453,13 +460,14 @@ def train_stage(model: FinetuneModel, data: dict[str, TaskData], order: list[str
                 progress: bool = False) -> list[tuple[int, str, float]]:
     """Run ``len(order)`` optimizer steps (step i trains task ``order[i]``) with a fresh AdamW and linear
     warmup/decay; returns (step, task, loss) per step. Soft sharing adds the weighted penalty every step."""
-    schedule = TrainConfig(max_steps=len(order), warmup_steps=int(config.warmup_ratio * len(order)), lr=config.lr,
-                           lr_decay="linear")
+    schedule = TrainConfig(max_steps=len(order), warmup_steps=int(config.warmup_ratio * len(order)),
+                           lr=config.lr, lr_decay="linear")
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.999),
                                   eps=1e-6)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule))
     batches = {name: EpochBatches(len(data[name].train), _examples_per_batch(data[name], config),
-                                  config.seed * 1000 + i) for i, name in enumerate(data) if name in model.heads}
+                                  config.seed * 1000 + i)
+               for i, name in enumerate(data) if name in model.heads}
     soft = len(model.distinct_encoders()) > 1 and config.soft_sharing_weight > 0
     params = [p for group in optimizer.param_groups for p in group["params"]]
     losses: list[tuple[int, str, float]] = []
@@ -488,9 +496,11 @@ def train_stage(model: FinetuneModel, data: dict[str, TaskData], order: list[str
                 record["total_loss"] = round(float(total.detach()), 6)
             _append(metrics_path, record)
             bar.set_postfix(task=name, loss=f"{losses[-1][2]:.3f}")
-        if metrics_path is not None and config.eval_every and step % config.eval_every == 0 and step < len(order):
+        mid_stage_eval = config.eval_every and step % config.eval_every == 0 and step < len(order)
+        if metrics_path is not None and mid_stage_eval:
             for task_name, values in evaluate(model, data, config, pad_id, device).items():
-                _append(metrics_path, {"stage": stage, "step": step, "split": "dev", "task": task_name, **values})
+                _append(metrics_path,
+                        {"stage": stage, "step": step, "split": "dev", "task": task_name, **values})
     bar.close()
     return losses
 
@@ -506,8 +516,8 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def finetune(checkpoint: str | Path, tasks: list[str] | str | None = None, config: FinetuneConfig | None = None,
-             *, progress: bool = False) -> dict[str, Any]:
+def finetune(checkpoint: str | Path, tasks: list[str] | str | None = None,
+             config: FinetuneConfig | None = None, *, progress: bool = False) -> dict[str, Any]:
     """Fine-tune a pretrained checkpoint on ``tasks`` (default ``config.tasks``; names case-insensitive,
     a comma-separated string is accepted) and return the results, also written to ``RUN_DIR/results.json``:
     ``dev`` (final dev metrics per task), ``multitask`` (after stage 1), ``per_task`` (after stage 2, when
@@ -537,12 +547,13 @@ def finetune(checkpoint: str | Path, tasks: list[str] | str | None = None, confi
     log.info("fine-tuning %s on %s", pretrained.checkpoint,
              ", ".join(f"{n} ({len(d.train)} train / {len(d.dev)} dev)" for n, d in data.items()))
     torch.manual_seed(config.seed)
-    model = FinetuneModel.build(pretrained.encoder(), [d.spec for d in data.values()], config.sharing).to(device)
+    model = FinetuneModel.build(pretrained.encoder(), [d.spec for d in data.values()], config.sharing)
+    model.to(device)
     probabilities = sampling_probabilities({n: len(d.train) for n, d in data.items()}, config.sampling,
                                            config.temperature)
     order = task_order(probabilities, config.max_steps, config.seed)
-    losses = train_stage(model, data, order, config, pad_id, device, stage="multitask", metrics_path=metrics_path,
-                         progress=progress)
+    losses = train_stage(model, data, order, config, pad_id, device, stage="multitask",
+                         metrics_path=metrics_path, progress=progress)
     multitask = evaluate(model, data, config, pad_id, device)
     for name, values in multitask.items():
         _append(metrics_path, {"stage": "multitask", "step": config.max_steps, "split": "dev", "task": name,
@@ -587,6 +598,6 @@ def _mean_tail(values: list[float], tail: int = 20) -> float | None:
 
 
 __all__ = ["FinetuneConfig", "load_finetune_config", "Pretrained", "load_pretrained", "Encoded",
-           "encode_examples", "collate", "EpochBatches", "sampling_probabilities", "task_order", "FinetuneModel",
-           "task_loss", "soft_sharing_penalty", "TaskData", "load_task_data", "evaluate", "train_stage",
-           "finetune"]
+           "encode_examples", "collate", "EpochBatches", "sampling_probabilities", "task_order",
+           "FinetuneModel", "task_loss", "soft_sharing_penalty", "TaskData", "load_task_data", "evaluate",
+           "train_stage", "finetune"]

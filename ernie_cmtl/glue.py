@@ -12,6 +12,7 @@ correlation (ties get average ranks). They are implemented with NumPy, so no sci
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -117,7 +118,8 @@ def read_glue(glue_dir: str | Path, name: str, split: Literal["train", "dev"]) -
             continue
         cells = line.split("\t")
         if len(cells) < needed:
-            raise CorpusError(f"{path}:{number}: expected >= {needed} tab-separated columns, got {len(cells)}")
+            raise CorpusError(f"{path}:{number}: expected >= {needed} tab-separated columns, "
+                              f"got {len(cells)}")
         raw = cells[task.label].strip()
         try:
             if task.label_names:
@@ -141,37 +143,52 @@ def read_glue(glue_dir: str | Path, name: str, split: Literal["train", "dev"]) -
 
 
 def build_wiki_ranking(corpus: list[str], num_candidates: int, split: Literal["train", "dev"],
-                       dev_fraction: float = 0.2, paragraphs_per_article: int = 3) -> Examples:
+                       max_per_article: int = 0) -> Examples:
     """Query-passage ranking examples from a Wikipedia corpus (e.g. the sample's ``valid`` shards).
 
-    Articles are split into train/dev by a fixed shuffle (independent of any run seed, so the dev set is the
-    same benchmark for every run). A query is an article's title; its positive is one of the article's
-    paragraphs (``paragraphs_per_article`` queries per article in train, one in dev); the
-    ``num_candidates - 1`` negatives are paragraphs of other articles of the same split. The positive sits
-    at a random index (``labels``), so a model that scores all candidates alike cannot look right.
+    A query is an article's title; its positive is one of the article's paragraphs, its ``num_candidates - 1``
+    negatives are paragraphs of other articles (paragraphs found in several articles are left out). Every
+    article with two or more paragraphs holds one paragraph out (a fixed draw, independent of any run seed):
+    the dev queries rank these held-out paragraphs, with negatives drawn among the other articles' held-out
+    paragraphs, so no dev passage is seen in training; train queries use the remaining paragraphs
+    (``max_per_article`` per article, 0 = all). The queries are thus known at dev time and the passages new:
+    in-domain passage ranking. The positive sits at a random index (``labels``), so a model that scores all
+    candidates alike cannot look right.
     """
     documents = build_documents(corpus)
-    order = list(range(len(documents)))
-    random.Random(20180101).shuffle(order)
-    n_dev = max(1, round(len(order) * dev_fraction))
-    chosen = sorted(order[:n_dev] if split == "dev" else order[n_dev:])
-    titles = [documents[i]["title"] for i in chosen]
-    paragraphs = [documents[i]["paragraphs"] for i in chosen]
-    if len(chosen) < num_candidates:
-        raise CorpusError(f"{', '.join(corpus)}: {len(chosen)} articles in the {split} split, fewer than "
-                          f"{num_candidates} candidates per query")
+    titles: list[str] = documents["title"]
+    articles_with = Counter(p for paragraphs in documents["paragraphs"] for p in set(paragraphs))
+    held_out: dict[int, str] = {}
+    kept: list[list[str]] = []
+    draw = random.Random(20180101)
+    for article, all_paragraphs in enumerate(documents["paragraphs"]):
+        # boilerplate shared by several articles ("A round-robin tournament determined ...") is nobody's
+        paragraphs = list(dict.fromkeys(p for p in all_paragraphs if articles_with[p] == 1))
+        if len(paragraphs) >= 2:
+            held_out[article] = paragraphs.pop(draw.randrange(len(paragraphs)))
+        kept.append(paragraphs)
+    if split == "dev":
+        pool = {a: [p] for a, p in held_out.items()}
+    else:
+        pool = {a: ps for a, ps in enumerate(kept) if ps}
+    articles = sorted(pool)
+    if len(articles) < num_candidates:
+        raise CorpusError(f"{', '.join(corpus)}: {len(articles)} articles with {split} paragraphs, fewer "
+                          f"than {num_candidates} candidates per query")
     rng = random.Random(7 if split == "dev" else 11)
-    per_article = 1 if split == "dev" else paragraphs_per_article
     queries: list[str] = []
     candidate_lists: list[list[str]] = []
     labels: list[float] = []
-    for article, (title, own) in enumerate(zip(titles, paragraphs, strict=True)):
-        for positive in rng.sample(list(own), min(per_article, len(own))):
-            others = rng.sample([a for a in range(len(titles)) if a != article], num_candidates - 1)
-            candidates = [rng.choice(paragraphs[a]) for a in others]
+    for article in articles:
+        positives = pool[article]
+        if max_per_article:
+            positives = rng.sample(positives, min(max_per_article, len(positives)))
+        for positive in positives:
+            others = rng.sample(articles, num_candidates)
+            candidates = [rng.choice(pool[a]) for a in others if a != article][: num_candidates - 1]
             slot = rng.randrange(num_candidates)
             candidates.insert(slot, positive)
-            queries.append(title)
+            queries.append(titles[article])
             candidate_lists.append(candidates)
             labels.append(float(slot))
     return Examples(queries, None, labels, candidate_lists)
@@ -280,6 +297,7 @@ def baseline_metrics(name: str, train_labels: ArrayLike, dev_labels: ArrayLike,
     return task_metrics(name, constant, dev)
 
 
-__all__ = ["BenchmarkTask", "Examples", "GLUE_TASKS", "WIKI_RANKING", "BENCHMARK_TASKS", "canonical_task_name",
-           "read_glue", "build_wiki_ranking", "accuracy", "f1_binary", "matthews_corrcoef", "pearson",
-           "average_ranks", "spearman", "ranking_metrics", "task_metrics", "baseline_metrics"]
+__all__ = ["BenchmarkTask", "Examples", "GLUE_TASKS", "WIKI_RANKING", "BENCHMARK_TASKS",
+           "canonical_task_name", "read_glue", "build_wiki_ranking", "accuracy", "f1_binary",
+           "matthews_corrcoef", "pearson", "average_ranks", "spearman", "ranking_metrics", "task_metrics",
+           "baseline_metrics"]

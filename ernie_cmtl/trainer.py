@@ -189,12 +189,17 @@ class Trainer:
         if state.get("engine", "torch") != self.cfg.engine:
             raise CheckpointError(f"{path} was written by the {state.get('engine')} engine; this run uses "
                                   f"train.engine={self.cfg.engine}")
-        self.engine.load_checkpoint(path, strict=not allow_plan_change)
+        saved_world_size = int(state.get("world_size", 1))
+        self.engine.load_checkpoint(path, strict=not allow_plan_change, saved_world_size=saved_world_size,
+                                    step=int(state["step"]))
         rng = load_rng(path, self.rank)
-        if state.get("world_size", 1) != self.world_size or rng is None:
-            log.warning("resuming a %s-rank checkpoint on %d ranks: each rank now reads a different share of "
-                        "the data and has fresh dropout RNG, so the run continues correctly but not "
-                        "bit-identically to an uninterrupted one", state.get("world_size"), self.world_size)
+        if saved_world_size != self.world_size or rng is None:
+            log.warning("resuming a %d-rank checkpoint on %d ranks: the weights, step, schedule and data "
+                        "positions continue; each rank now reads a different share of every global batch, "
+                        "dropout RNG starts afresh and (DeepSpeed ZeRO cannot re-partition it) the optimizer's "
+                        "moment estimates restart from zero, so the run continues correctly but not "
+                        "bit-identically to an uninterrupted one (docs/DISTRIBUTED.md)", saved_world_size,
+                        self.world_size)
         else:
             set_rng_state(rng)
         self.positions.update({k: v for k, v in state["positions"].items() if k in self.positions})

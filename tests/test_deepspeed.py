@@ -103,3 +103,13 @@ def test_launch_sh_refuses_bad_arguments(tmp_path):
     proc = subprocess.run([str(REPO / "launch.sh"), "--config", "nope.yaml"], capture_output=True, text=True,
                           env=_env(), cwd=REPO, timeout=60)
     assert proc.returncode == 2 and "config file not found" in proc.stderr
+
+
+def test_resume_at_another_world_size_continues_with_a_warning(tmp_path, wiki_shards, cache_dir):
+    extra = [*SEQ_TASK, "--set", "train.max_steps=6", "--set", "train.batch_size=8"]
+    _two_processes(tmp_path / "run", wiki_shards, cache_dir, [*extra, "--max-steps", "3"])
+    _one_process(tmp_path / "run", wiki_shards, cache_dir, [*extra, "--resume"])
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "resuming a 2-rank checkpoint on 1 ranks" in log and "moment estimates restart from zero" in log
+    assert sorted(_losses(tmp_path / "run")) == list(range(1, 7))
+    assert (tmp_path / "run" / "checkpoints" / "step_00000006" / "rng_rank0.pt").is_file()
