@@ -58,7 +58,8 @@ def _losses(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
 
 
-SEQ_TASK = ["--set", "tasks={sentence_distance: {}}"]
+SEQ_TASK = ["--set", "tasks={sentence_distance: {}}", "--set", "schedule.strategy=multitask", "--set",
+            "schedule.stages=[]", "--set", "schedule.steps_per_task=0"]
 
 
 def test_one_process_deepspeed_run_writes_a_deepspeed_checkpoint(tmp_path, wiki_shards, cache_dir):
