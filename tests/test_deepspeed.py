@@ -63,7 +63,7 @@ SEQ_TASK = ["--set", "tasks={sentence_distance: {}}", "--set", "schedule.strateg
 
 
 def test_one_process_deepspeed_run_writes_a_deepspeed_checkpoint(tmp_path, wiki_shards, cache_dir):
-    _one_process(tmp_path / "run", wiki_shards, cache_dir, ["--max-steps", "4"])
+    _one_process(tmp_path / "run", wiki_shards, cache_dir, [*SEQ_TASK, "--max-steps", "4"])
     ckpt = tmp_path / "run" / "checkpoints" / "step_00000004"
     assert (ckpt / "mp_rank_00_model_states.pt").is_file() and (ckpt / "trainer_state.json").is_file()
     assert json.loads((ckpt / "trainer_state.json").read_text())["engine"] == "deepspeed"
