@@ -1,0 +1,321 @@
+"""Fine-tuning (MT-DNN style): config, checkpoint loading, sampling, soft sharing, each output-layer kind
+learning on real data, and the CLI end to end on a checkpoint from a real (tiny) pretraining run."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from ernie_cmtl import api
+from ernie_cmtl.checkpoint import CheckpointError
+from ernie_cmtl.config import ConfigError, ModelConfig, from_dict
+from ernie_cmtl.finetune import (
+    FinetuneConfig,
+    FinetuneModel,
+    evaluate,
+    load_finetune_config,
+    load_pretrained,
+    load_task_data,
+    sampling_probabilities,
+    soft_sharing_penalty,
+    task_order,
+    train_stage,
+)
+from ernie_cmtl.glue import BENCHMARK_TASKS
+from ernie_cmtl.model import Encoder
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+GLUE = SHARED_DATA / "glue"
+WIKI = SHARED_DATA / "wikipedia-en-2018-sample"
+
+# A tiny encoder, pretrained just enough to be a real checkpoint (its weights are close to their init).
+PRETRAIN = ["model.hidden_size=32", "model.num_heads=2", "model.intermediate_size=128", "model.num_layers=2",
+            "model.dropout=0.0", "model.attention_dropout=0.0", "tokenizer.vocab_size=4000",
+            "data.max_documents=400", "data.max_seq_len=64", "train.batch_size=16", "train.max_steps=20",
+            "train.lr=2e-3", "train.warmup_steps=2", "train.eval_every=20", "train.eval_batches=1",
+            "train.save_every=20", "train.log_every=10"]
+
+
+def _penalty(encoders: list[Encoder]) -> float:
+    return float(soft_sharing_penalty(encoders).detach())
+
+
+def _tiny_encoder(seed: int = 0) -> Encoder:
+    torch.manual_seed(seed)
+    cfg = from_dict(ModelConfig, {"flavour": "custom", "hidden_size": 16, "num_layers": 1, "num_heads": 2,
+                                  "intermediate_size": 32, "vocab_size": 50, "max_position": 32})
+    return Encoder(cfg)
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """A real pretraining run (knowledge masking on two Wikipedia shards) of a tiny encoder."""
+    if not (WIKI / "train").is_dir():
+        pytest.skip(f"shared Wikipedia sample not found at {WIKI}")
+    run_dir = tmp_path_factory.mktemp("pretrained") / "run"
+    shards = [str(WIKI / "train" / "wiki_00"), str(WIKI / "train" / "wiki_01")]
+    config = api.configure(None, [*PRETRAIN, f"data.cache_dir={cache_dir}"], shards, run_dir)
+    api.pretrain(config, progress=False)
+    return run_dir
+
+
+def _config(tmp_path: Path, *overrides: str) -> FinetuneConfig:
+    if not (GLUE / "SST-2").is_dir():
+        pytest.skip(f"shared GLUE data not found at {GLUE}")
+    return load_finetune_config(None, [f"glue_dir={GLUE}", f"ranking_corpus=[{WIKI / 'valid'}]",
+                                       f"run_dir={tmp_path / 'finetune'}", *overrides])
+
+
+# -- config -----------------------------------------------------------------------------------------------
+
+
+def test_shipped_config_is_the_builtin_default():
+    assert load_finetune_config(REPO / "configs" / "finetune_glue.yaml") == FinetuneConfig()
+
+
+def test_config_normalizes_task_names_and_refuses_bad_values():
+    config = load_finetune_config(None, ["tasks=[SST-2, CoLA, STSB, WikiQP]", "sharing=soft"])
+    assert config.tasks == ["sst2", "cola", "stsb", "wikiqp"] and config.sharing == "soft"
+    for override, message in [("lrr=1", "unknown key 'lrr'"), ("tasks=[qnli]", "tasks\\[0\\]: unknown"),
+                              ("sharing=partial", "sharing: expected one of"), ("lr=0", "lr: expected"),
+                              ("tasks=[sst2, SST-2]", "distinct"),
+                              ("task_embedding_id=-2", "task_embedding_id")]:
+        with pytest.raises(ConfigError, match=message):
+            load_finetune_config(None, [override])
+
+
+def test_missing_glue_dir_is_a_config_error_naming_the_key(tmp_path):
+    encoder = _tiny_encoder()
+    run = _save_run(tmp_path / "run", encoder)
+    config = load_finetune_config(None, [f"glue_dir={tmp_path / 'nowhere'}", f"run_dir={tmp_path / 'ft'}",
+                                         "max_seq_len=16"])
+    with pytest.raises(ConfigError, match="glue_dir: directory not found"):
+        api.finetune(run, ["sst2"], config, progress=False)
+
+
+# -- checkpoint loading -----------------------------------------------------------------------------------
+
+
+def _save_run(run_dir: Path, encoder: Encoder) -> Path:
+    """A pretraining run directory in the trainer's layout, written by hand around ``encoder``."""
+    import yaml
+
+    from data_builders.tokenizer import train_wordpiece
+    from ernie_cmtl.config import to_plain
+
+    step = run_dir / "checkpoints" / "step_00000007"
+    step.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"model": to_plain(encoder.config)}))
+    words = [f"w{i}" for i in range(60)]
+    tokenizer = train_wordpiece([" ".join(words)] * 3, vocab_size=encoder.config.vocab_size, min_frequency=1)
+    tokenizer.save(str(run_dir / "tokenizer.json"))
+    state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+    state["heads.knowledge_masking.bias"] = torch.zeros(3)
+    torch.save(state, step / "model.pt")
+    (step / "trainer_state.json").write_text(json.dumps({"step": 7, "task_ids": {"knowledge_masking": 0}}))
+    return run_dir
+
+
+def test_load_pretrained_from_run_dir_or_step_dir(tmp_path):
+    encoder = _tiny_encoder()
+    run = _save_run(tmp_path / "run", encoder)
+    for path in (run, run / "checkpoints" / "step_00000007"):
+        pretrained = load_pretrained(path)
+        assert pretrained.checkpoint.name == "step_00000007"
+        assert pretrained.task_ids == {"knowledge_masking": 0}
+        loaded = pretrained.encoder()
+        for (name, a), b in zip(encoder.state_dict().items(), loaded.state_dict().values(), strict=True):
+            assert torch.equal(a, b), name
+    with pytest.raises(CheckpointError, match="neither a pretraining run"):
+        load_pretrained(tmp_path)
+    (run / "config.yaml").unlink()
+    with pytest.raises(CheckpointError, match="config.yaml not found"):
+        load_pretrained(run)
+
+
+# -- sampling and sharing ---------------------------------------------------------------------------------
+
+
+def test_task_sampling_probabilities():
+    sizes = {"a": 100, "b": 300, "c": 600}
+    assert sampling_probabilities(sizes, "proportional") == pytest.approx({"a": 0.1, "b": 0.3, "c": 0.6})
+    assert sampling_probabilities(sizes, "uniform") == pytest.approx(dict.fromkeys(sizes, 1 / 3))
+    flat = sampling_probabilities(sizes, "temperature", 2.0)
+    roots = {k: v**0.5 for k, v in sizes.items()}
+    assert flat == pytest.approx({k: r / sum(roots.values()) for k, r in roots.items()})
+    assert sampling_probabilities(sizes, "temperature", 1.0) == pytest.approx(
+        sampling_probabilities(sizes, "proportional"))
+    order = task_order(sampling_probabilities(sizes, "proportional"), 5000, seed=3)
+    assert order == task_order(sampling_probabilities(sizes, "proportional"), 5000, seed=3)  # pure
+    assert order.count("c") / 5000 == pytest.approx(0.6, abs=0.03)
+
+
+def test_soft_sharing_penalty_is_zero_for_identical_copies_and_grows_with_distance():
+    base = _tiny_encoder()
+    copies = [copy.deepcopy(base) for _ in range(3)]
+    assert _penalty(copies) == 0.0
+    assert _penalty([base]) == 0.0
+    direction = {n: torch.randn_like(p) for n, p in base.named_parameters()}
+    penalties = []
+    for scale in (0.01, 0.02, 0.04):
+        moved = copy.deepcopy(base)
+        with torch.no_grad():
+            for name, param in moved.named_parameters():
+                param.add_(scale * direction[name])
+        penalties.append(_penalty([base, moved]))
+        # two copies: each is half the displacement from their mean -> ||d||^2 / 2
+        squared = sum(float((scale * d).pow(2).sum()) for d in direction.values())
+        assert penalties[-1] == pytest.approx(squared / 2, rel=1e-4)
+    assert penalties[0] < penalties[1] < penalties[2]
+    assert penalties[2] == pytest.approx(16 * penalties[0], rel=1e-3)  # quadratic in the distance
+
+
+def test_soft_sharing_gradient_pulls_copies_together():
+    a, b = _tiny_encoder(0), _tiny_encoder(1)
+    before = _penalty([a, b])
+    soft_sharing_penalty([a, b]).backward()
+    with torch.no_grad():
+        for module in (a, b):
+            for param in module.parameters():
+                param.sub_(0.1 * param.grad)
+    assert _penalty([a, b]) < before
+
+
+def test_hard_sharing_has_one_encoder_soft_sharing_one_per_task():
+    specs = [BENCHMARK_TASKS[n] for n in ("sst2", "stsb", "wikiqp")]
+    hard = FinetuneModel.build(_tiny_encoder(), specs, "hard")
+    soft = FinetuneModel.build(_tiny_encoder(), specs, "soft")
+    assert len(hard.distinct_encoders()) == 1 and len(soft.distinct_encoders()) == 3
+    batch = {"input_ids": torch.randint(5, 50, (8, 6)), "attention_mask": torch.ones(8, 6, dtype=torch.long),
+             "segment_ids": torch.zeros(8, 6, dtype=torch.long), "labels": torch.zeros(2, dtype=torch.long)}
+    assert hard("wikiqp", batch).shape == (2, 4)  # 2 queries x 4 candidates
+    assert hard("stsb", {**batch, "labels": torch.zeros(8)}).shape == (8,)
+    assert hard("sst2", batch).shape == (8, 2)
+    single = soft.single_task("stsb")
+    assert list(single.heads) == ["stsb"] and single.encoders["stsb"] is not soft.encoders["stsb"]
+
+
+def test_task_embedding_id_must_fit_the_checkpoint(tmp_path):
+    run = _save_run(tmp_path / "run", _tiny_encoder())  # 16 task-embedding rows
+    config = _config(tmp_path, "max_seq_len=16", "task_embedding_id=16")
+    with pytest.raises(ConfigError, match="task_embedding_id: expected -1 or a row < 16"):
+        api.finetune(run, ["sst2"], config, progress=False)
+
+
+# -- end to end on a real pretraining checkpoint ----------------------------------------------------------
+
+
+def test_two_stages_with_soft_sharing_and_no_task_embedding(tmp_path, pretrained_run):
+    config = _config(tmp_path, "sharing=soft", "soft_sharing_weight=1.0", "max_steps=6", "per_task_steps=3",
+                     "task_embedding_id=-1", "max_train_examples=64", "max_eval_examples=48", "max_seq_len=32",
+                     "batch_size=8", "log_every=1", "sampling=uniform")
+    results = api.finetune(pretrained_run, "sst2,STS-B", config, progress=False)
+    assert set(results["multitask"]) == set(results["per_task"]) == {"sst2", "stsb"}
+    assert results["dev"] == results["per_task"] and results["dev_examples"] == {"sst2": 48, "stsb": 48}
+    scores = [results["dev"][task]["score"] for task in ("sst2", "stsb")]
+    assert results["glue_score"] == pytest.approx(sum(scores) / 2, abs=1e-5)
+    records = [json.loads(line) for line in (tmp_path / "finetune" / "metrics.jsonl").read_text().splitlines()]
+    multitask = [r for r in records if r["stage"] == "multitask" and "split" not in r]
+    assert len(multitask) == 6 and all("total_loss" in r for r in multitask)  # the penalty is in the loss
+    assert any(r["total_loss"] > r["loss"] for r in multitask[1:])  # copies drift apart after the first step
+    assert {r["stage"] for r in records} == {"multitask", "per_task:sst2", "per_task:stsb"}
+    assert (tmp_path / "finetune" / "train.log").is_file()
+
+
+# -- each output-layer kind learns from its real data (a tiny encoder, so the bars are the input-blind ones)
+# Measured on this fixture (seeds 0/1/2): SST-2 accuracy 0.69/0.68/0.66 (majority 0.51); STS-B Pearson
+# 0.14/0.14/0.12 (mean prediction 0); wikiqp accuracy@1 0.36/0.39 (random 0.25). MRPC/RTE dev accuracy stays
+# at or below the majority class (0.66-0.69 vs 0.684; 0.47-0.52 vs 0.527): telling paraphrases apart needs
+# matching words across the two segments, which this encoder does not learn from 3.7k pairs in a CPU test
+# budget, so the pair head is checked on the pairs it trained on instead.
+
+
+def _learn(pretrained_run: Path, tmp_path: Path, task: str, *overrides: str) -> dict:
+    config = _config(tmp_path, "max_seq_len=32", *overrides)
+    return api.finetune(pretrained_run, [task], config, progress=False)
+
+
+@pytest.mark.slow
+def test_single_sentence_classification_beats_the_majority_class(tmp_path, pretrained_run):
+    results = _learn(pretrained_run, tmp_path, "sst2", "max_train_examples=2000", "max_steps=200", "lr=2e-3")
+    assert results["baseline"]["sst2"]["accuracy"] == pytest.approx(444 / 872)
+    assert results["dev"]["sst2"]["accuracy"] > 0.60, results["dev"]
+
+
+@pytest.mark.slow
+def test_similarity_regression_beats_the_mean_prediction(tmp_path, pretrained_run):
+    results = _learn(pretrained_run, tmp_path, "stsb", "max_train_examples=4000", "max_steps=600", "lr=3e-3")
+    assert results["baseline"]["stsb"]["pearson"] == 0.0
+    dev = results["dev"]["stsb"]
+    assert dev["pearson"] > 0.08 and dev["spearman"] > 0.08, dev
+
+
+@pytest.mark.slow
+def test_pairwise_ranking_beats_a_random_ranking(tmp_path, pretrained_run):
+    results = _learn(pretrained_run, tmp_path, "wikiqp", "max_steps=1000", "batch_size=128", "lr=2e-3",
+                     "max_eval_examples=400")
+    assert results["baseline"]["wikiqp"]["accuracy_at_1"] == 0.25
+    assert results["dev"]["wikiqp"]["accuracy_at_1"] > 0.30, results["dev"]
+    assert results["dev"]["wikiqp"]["mrr"] > results["baseline"]["wikiqp"]["mrr"] + 0.03
+
+
+@pytest.mark.slow
+def test_pair_classification_learns_its_training_pairs(tmp_path, pretrained_run):
+    config = _config(tmp_path, "max_train_examples=256", "max_seq_len=64", "lr=2e-3")
+    pretrained = load_pretrained(pretrained_run)
+    pad_id, cpu = pretrained.tokenizer.token_to_id("[PAD]"), torch.device("cpu")
+    data = {"mrpc": load_task_data("mrpc", config, pretrained.tokenizer)}
+    torch.manual_seed(0)
+    model = FinetuneModel.build(pretrained.encoder(), [data["mrpc"].spec], "hard")
+    losses = train_stage(model, data, ["mrpc"] * 200, config, pad_id, cpu, stage="mrpc")
+    seen = {"mrpc": replace(data["mrpc"], dev=data["mrpc"].train)}
+    fit = evaluate(model, seen, config, pad_id, cpu)["mrpc"]
+    positives = sum(data["mrpc"].train.labels) / len(data["mrpc"].train)
+    assert fit["accuracy"] > max(positives, 1 - positives) + 0.15, fit
+    assert sum(loss for *_, loss in losses[-20:]) / 20 < 0.4
+    dev = evaluate(model, data, config, pad_id, cpu)["mrpc"]
+    assert set(dev) == {"accuracy", "f1", "score"} and 0.0 < dev["accuracy"] < 1.0
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ernie_cmtl.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+@pytest.mark.slow
+def test_cli_finetune_writes_results_with_the_metric_keys(tmp_path, pretrained_run):
+    _config(tmp_path)  # skips without the GLUE data
+    run_dir = tmp_path / "glue"
+    proc = _cli("finetune", "--checkpoint", str(pretrained_run), "--tasks", "SST2,cola", "--max-steps", "5",
+                "--run-dir", str(run_dir), "--quiet", "--set", f"glue_dir={GLUE}",
+                "--set", "max_train_examples=200", "--set", "max_eval_examples=100", "--set", "max_seq_len=64",
+                cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results["dev"]) == {"sst2", "cola"}
+    assert set(results["dev"]["sst2"]) == {"accuracy", "score"}
+    assert set(results["dev"]["cola"]) == {"matthews_corr", "score"}
+    assert 0.0 <= results["dev"]["sst2"]["accuracy"] <= 1.0
+    assert -1.0 <= results["dev"]["cola"]["matthews_corr"] <= 1.0
+    assert results["steps"] == {"multitask": 5, "per_task": 0}
+    for printed in ("sst2: accuracy", "cola: matthews_corr", "results.json"):
+        assert printed in proc.stdout
+    for name in ("config.yaml", "metrics.jsonl", "train.log"):
+        assert (run_dir / name).is_file(), name
+
+
+def test_cli_finetune_errors_are_one_line(tmp_path):
+    proc = _cli("finetune", "--checkpoint", str(tmp_path / "missing"), "--tasks", "sst2", cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "missing" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = _cli("finetune", "--checkpoint", str(tmp_path), "--set", "sharing=partial", cwd=tmp_path)
+    assert proc.returncode == 2 and "sharing" in proc.stderr
+    assert "--per-task-steps" in _cli("finetune", "--help", cwd=tmp_path).stdout
