@@ -9,6 +9,7 @@ is the median of the timed steps after the warm-up steps.
 
     PYTHONPATH=. python bench/step_vs_hf.py --precision both
     PYTHONPATH=. python bench/step_vs_hf.py --configs small --precision bf16 --steps 20 --json out.json
+    PYTHONPATH=. python bench/step_vs_hf.py --threads 1 --clock cpu     # on a machine others are using
 """
 
 from __future__ import annotations
