@@ -338,7 +338,7 @@ def test_training_learns_the_order(tmp_path, wiki_shards, cache_dir):
 
     overrides = ["model.hidden_size=64", "model.num_heads=2", "model.intermediate_size=256",
                  "model.num_layers=2", "train.batch_size=16", "train.lr=2e-3", "train.warmup_steps=10",
-                 "train.max_steps=150", "train.eval_every=150", "train.eval_batches=16", "train.log_every=10",
+                 "train.max_steps=300", "train.eval_every=300", "train.eval_batches=16", "train.log_every=10",
                  "train.save_every=1000", "tokenizer.vocab_size=4000", "data.max_documents=400",
                  f"data.cache_dir={cache_dir}", "tasks={sentence_reordering: {}}"]
     config = api.configure(None, overrides, wiki_shards, tmp_path / "run")
