@@ -6,8 +6,9 @@
    (the corpus files' bytes) per minute per core, per builder and for all seven together. Target >= 20.
 2. Peak memory: the whole pipeline (documents, tokenizer, all seven builders) runs in a fresh subprocess at 1x
    and at 4x the corpus (the files replicated under other names); prints each peak RSS. Target: flat.
-3. Masking: our vectorized knowledge-masking collate against HF ``DataCollatorForWholeWordMask`` on the same
-   tokenized batches, interleaved, median per batch.
+3. Masking: our vectorized knowledge-masking collate against HF whole-word masking
+   (``DataCollatorForWholeWordMask`` before transformers 5, ``DataCollatorForLanguageModeling(whole_word_mask=True)``
+   since) on the same tokenized batches, HF's words laid onto our masking units; interleaved, median per batch.
 """
 
 from __future__ import annotations
@@ -85,19 +86,43 @@ def run_child(files: list[str], work: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def hf_features(input_ids: list[int], token_unit: list[int]) -> dict[str, list]:
+    """One example as HF's whole-word collator wants it. transformers 5 finds words from ``offset_mapping``
+    (a token whose start is not the previous token's end starts a new word) and ``special_tokens_mask``;
+    here the offsets are laid out so that HF's "words" are exactly our masking units, so both collators mask
+    the same units of the same token ids."""
+    offsets, special, position, previous = [], [], 0, None
+    for unit in token_unit:
+        if unit < 0:
+            offsets.append((0, 0))
+            special.append(1)
+            previous = None
+            continue
+        if unit != previous:
+            position += 1  # a gap: a new unit begins
+        offsets.append((position, position + 1))
+        position += 1
+        special.append(0)
+        previous = unit
+    return {"input_ids": input_ids, "offset_mapping": offsets, "special_tokens_mask": special}
+
+
 def bench_masking(files: list[str], batches: int = 30, batch_size: int = 32) -> dict:
-    """Median time per batch: our knowledge-masking collate vs HF DataCollatorForWholeWordMask."""
+    """Median time per batch: our knowledge-masking collate vs HF whole-word masking, on the same examples
+    (the same token ids, and HF's words laid onto our units, see ``hf_features``)."""
     import torch
     from transformers import PreTrainedTokenizerFast
 
     try:  # transformers < 5
-        from transformers import DataCollatorForWholeWordMask
+        from transformers import DataCollatorForWholeWordMask as hf_collator
+        hf_name = "DataCollatorForWholeWordMask"
     except ImportError:  # transformers 5: whole-word masking is an option of the language-modeling collator
         from functools import partial
 
         from transformers import DataCollatorForLanguageModeling
 
-        DataCollatorForWholeWordMask = partial(DataCollatorForLanguageModeling, whole_word_mask=True)
+        hf_collator = partial(DataCollatorForLanguageModeling, whole_word_mask=True)
+        hf_name = "DataCollatorForLanguageModeling(whole_word_mask=True)"
 
     from data_builders.corpus import build_documents
     from data_builders.tokenizer import iter_paragraphs, train_wordpiece
@@ -111,11 +136,12 @@ def bench_masking(files: list[str], batches: int = 30, batch_size: int = 32) -> 
         examples = task.build(documents, BuildContext(tokenizer, 128, 0, 1, Path(tmp), documents))
         hf_tokenizer = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
                                                cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-        hf = DataCollatorForWholeWordMask(hf_tokenizer, mlm_probability=0.15, return_tensors="pt")
+        hf = hf_collator(hf_tokenizer, mlm_probability=0.15, return_tensors="pt")
         ours_times, hf_times = [], []
         for i in range(batches):
             rows = examples[i * batch_size:(i + 1) * batch_size]
-            features = [{"input_ids": ids} for ids in rows["input_ids"]]
+            features = [hf_features(ids, units) for ids, units in zip(rows["input_ids"], rows["token_unit"],
+                                                                      strict=True)]
             start = time.perf_counter()
             task.collate(rows, torch.Generator().manual_seed(i))
             ours_times.append(time.perf_counter() - start)
@@ -124,7 +150,7 @@ def bench_masking(files: list[str], batches: int = 30, batch_size: int = 32) -> 
             hf_times.append(time.perf_counter() - start)
     ours, theirs = statistics.median(ours_times), statistics.median(hf_times)
     return {"ours_ms": ours * 1000, "hf_ms": theirs * 1000, "speedup": theirs / ours, "batches": batches,
-            "batch_size": batch_size}
+            "batch_size": batch_size, "hf": hf_name}
 
 
 def main() -> None:
@@ -171,7 +197,7 @@ def main() -> None:
         print(f"masking comparison failed: {m['error']}")
     else:
         print(f"masking, {m['batches']} batches of {m['batch_size']}: ours {m['ours_ms']:.2f} ms, "
-              f"HF DataCollatorForWholeWordMask {m['hf_ms']:.2f} ms per batch -> {m['speedup']:.1f}x")
+              f"HF {m['hf']} {m['hf_ms']:.2f} ms per batch -> {m['speedup']:.1f}x")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -63,13 +63,14 @@ STRATEGIES = ["mlm_only", "continual", "multitask", "cmtl", "cmtl_mlm_always"]
 
 def max_forgetting(run_dir: Path) -> dict[str, float]:
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    introduced = {}
+    introduced: dict[str, int] = {}  # the step of the stage that introduces each task
     for r in records:
-        if r["kind"] == "train":
-            introduced.setdefault(r["task"], r["step"])
+        if r["kind"] == "stage":
+            for task in r["new_tasks"]:
+                introduced.setdefault(task, r["step"])
     out: dict[str, float] = {}
     for r in records:
-        if r["kind"] == "valid" and r["task"] in introduced and r["step"] >= introduced[r["task"]]:
+        if r["kind"] == "valid" and r["task"] in introduced and r["step"] > introduced[r["task"]]:
             out[r["task"]] = max(out.get(r["task"], 0.0), r["forgetting"])
     return out
 

@@ -7,7 +7,9 @@ noise hits all of them), evaluation and checkpoints pushed out of the window:
   off       metrics.jsonl only at a huge interval, wandb disabled, no affinity  (the floor)
   logging   the default interval (train.log_every=10): metrics.jsonl + wandb offline
   affinity  logging + task-gradient affinity at the default interval (monitor.affinity_every=50)
-Prints the median seconds per step of each and the overhead relative to ``off``. Target: logging < 3%.
+Prints the median milliseconds per step of each mode, its overhead relative to ``off`` by medians, and the
+paired overhead (the median over rounds of each round's ratio to that round's ``off``), which cancels slow
+drifts of the machine. The order of the modes rotates from round to round. Target: logging < 3%.
 """
 
 from __future__ import annotations
@@ -59,8 +61,12 @@ def main() -> None:
         trainers[name] = Trainer(config, prepare_data(config, run_dir, progress=False), run_dir)
         monitors[name] = Monitor(run_dir, config.monitor, config.to_dict())
     per_step: dict[str, list[float]] = {name: [] for name in modes}
+    names = list(modes)
     for round_index in range(args.rounds):
-        for name, trainer in trainers.items():
+        # rotate the order each round, so no mode always runs first (or right after the heaviest one)
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            trainer = trainers[name]
             end = (round_index + 1) * args.steps
             start = time.perf_counter()
             trainer._train(end, monitors[name], progress=False)
@@ -69,10 +75,13 @@ def main() -> None:
         monitor.close()
     floor = statistics.median(per_step["off"])
     print(f"{args.rounds} interleaved rounds of {args.steps} steps, debug model, batch 32, 3 tasks")
-    print(f"{'mode':<10}{'ms/step (median)':>18}{'overhead':>10}   rounds (ms/step)")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    print(f"{'mode':<10}{'ms/step (median)':>18}{'overhead':>10}{'paired':>9}   rounds (ms/step)")
     for name, values in per_step.items():
         median = statistics.median(values)
-        print(f"{name:<10}{median * 1000:>18.1f}{(median / floor - 1) * 100:>9.1f}%   "
+        # paired: each round's ratio to the same round's ``off``, then the median over rounds
+        paired = statistics.median(v / o for v, o in zip(values, per_step["off"], strict=True))
+        print(f"{name:<10}{median * 1000:>18.1f}{(median / floor - 1) * 100:>9.1f}%{(paired - 1) * 100:>8.1f}%   "
               + ", ".join(f"{v * 1000:.1f}" for v in values))
 
 

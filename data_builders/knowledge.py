@@ -51,7 +51,8 @@ def mine_phrases(sentences: Iterable[Sequence[str]], *, min_count: int = 5, thre
     corpus = [tuple(s) for s in sentences]
     phrases: set[tuple[str, ...]] = set()
     for _ in range(passes):
-        units_per_sentence = [_merge_units(s, phrases, max_words) for s in corpus]
+        starts = start_index(phrases)
+        units_per_sentence = [_merge_units(s, phrases, max_words, starts) for s in corpus]
         unigram: Counter[tuple[str, ...]] = Counter()
         bigram: Counter[tuple[tuple[str, ...], tuple[str, ...]]] = Counter()
         for units in units_per_sentence:
@@ -78,8 +79,9 @@ def _phrase_edge_ok(word: str) -> bool:
     return word not in STOPWORDS and is_wordlike(word) and not word.isdigit()
 
 
-def _merge_units(words: Sequence[str], phrases: set[tuple[str, ...]], max_words: int) -> list[tuple[str, ...]]:
-    spans = find_phrase_spans(words, phrases, max_words) if phrases else []
+def _merge_units(words: Sequence[str], phrases: set[tuple[str, ...]], max_words: int,
+                 starts: dict[str, tuple[int, ...]] | None = None) -> list[tuple[str, ...]]:
+    spans = find_phrase_spans(words, phrases, max_words, starts=starts) if phrases else []
     units: list[tuple[str, ...]] = []
     i = 0
     for start, end in spans:
@@ -90,14 +92,30 @@ def _merge_units(words: Sequence[str], phrases: set[tuple[str, ...]], max_words:
     return units
 
 
+def start_index(spans: Iterable[tuple[str, ...]]) -> dict[str, tuple[int, ...]]:
+    """First word -> the lengths (longest first) of the multi-word entries starting with it. Lets the greedy
+    matchers below skip, with one dict lookup, every position where no entry can start."""
+    lengths: dict[str, set[int]] = {}
+    for entry in spans:
+        if len(entry) >= 2:
+            lengths.setdefault(entry[0], set()).add(len(entry))
+    return {word: tuple(sorted(ls, reverse=True)) for word, ls in lengths.items()}
+
+
 def find_phrase_spans(words: Sequence[str], phrases: set[tuple[str, ...]], max_words: int = 4,
-                      blocked: Sequence[bool] | None = None) -> list[tuple[int, int]]:
+                      blocked: Sequence[bool] | None = None,
+                      starts: dict[str, tuple[int, ...]] | None = None) -> list[tuple[int, int]]:
     """Greedy longest-match of ``phrases`` over lowercased ``words``: non-overlapping [start, end) spans.
-    Words flagged in ``blocked`` (already inside an entity) are never part of a phrase."""
+    Words flagged in ``blocked`` (already inside an entity) are never part of a phrase. ``starts``:
+    ``start_index(phrases)``, passed by callers that match many sentences against the same phrases."""
+    if starts is None:
+        starts = start_index(phrases)
     spans = []
     i, n = 0, len(words)
     while i < n:
-        for length in range(min(max_words, n - i), 1, -1):
+        for length in starts.get(words[i], ()):
+            if length > max_words or i + length > n:
+                continue
             if blocked is not None and any(blocked[i : i + length]):
                 continue
             if tuple(words[i : i + length]) in phrases:
@@ -130,19 +148,26 @@ def _is_initial_dot(words: Sequence[str], j: int) -> bool:
 
 
 def find_entity_spans(words: Sequence[str], gazetteer: set[tuple[str, ...]] | None = None,
-                      max_title_words: int = 8) -> list[tuple[int, int]]:
+                      max_title_words: int = 8,
+                      starts: dict[str, tuple[int, ...]] | None = None) -> list[tuple[int, int]]:
     """Entity-like [start, end) spans over cased ``words`` of one sentence: title matches first (longest
     first), then runs of >= 2 capitalized words, allowing name connectors and hyphens inside.
-    Leading stopwords ("In", "The" at a sentence start) are not part of a name."""
+    Leading stopwords ("In", "The" at a sentence start) are not part of a name. ``starts``:
+    ``start_index(gazetteer)``, passed by callers that match many sentences against one gazetteer."""
     n = len(words)
     taken = [False] * n
     spans = []
     if gazetteer:
+        if starts is None:
+            starts = start_index(gazetteer)
         lower = [w.lower() for w in words]
         i = 0
         while i < n:
-            for length in range(min(max_title_words, n - i), 1, -1):
-                if _capitalized(words[i]) and tuple(lower[i : i + length]) in gazetteer:
+            lengths = starts.get(lower[i], ()) if _capitalized(words[i]) else ()
+            for length in lengths:
+                if length > max_title_words or i + length > n:
+                    continue
+                if tuple(lower[i : i + length]) in gazetteer:
                     spans.append((i, i + length))
                     taken[i : i + length] = [True] * length
                     i += length

@@ -15,7 +15,13 @@ from pathlib import Path
 from datasets import Dataset
 from tokenizers import Tokenizer
 
-from data_builders.knowledge import find_entity_spans, find_phrase_spans, mine_phrases, title_gazetteer
+from data_builders.knowledge import (
+    find_entity_spans,
+    find_phrase_spans,
+    mine_phrases,
+    start_index,
+    title_gazetteer,
+)
 from data_builders.segments import pack_sentences, tokenize_sentences
 
 LEVELS = ("word", "phrase", "entity")
@@ -68,15 +74,20 @@ def build_lexicon(documents: Dataset, tokenizer: Tokenizer, *, phrases: bool, ti
 
 
 def sentence_units(words: list[str], lexicon: Lexicon, use_entities: bool,
-                   max_phrase_words: int) -> list[tuple[int, int, int]]:
+                   max_phrase_words: int,
+                   starts: tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]] | None = None,
+                   ) -> list[tuple[int, int, int]]:
     """Partition a sentence's words into (start, end, level) units: entities first, then phrases among
-    the remaining words, then single words."""
-    entities = find_entity_spans(words, lexicon.titles) if use_entities else []
+    the remaining words, then single words. ``starts``: ``start_index`` of the titles and of the phrases,
+    computed once by callers that process many sentences."""
+    title_starts, phrase_starts = starts if starts is not None else (None, None)
+    entities = find_entity_spans(words, lexicon.titles, starts=title_starts) if use_entities else []
     blocked = [False] * len(words)
     for start, end in entities:
         blocked[start:end] = [True] * (end - start)
     lower = [w.lower() for w in words]
-    phrases = find_phrase_spans(lower, lexicon.phrases, max_phrase_words, blocked) if lexicon.phrases else []
+    phrases = (find_phrase_spans(lower, lexicon.phrases, max_phrase_words, blocked, starts=phrase_starts)
+               if lexicon.phrases else [])
     spans = sorted([(s, e, ENTITY) for s, e in entities] + [(s, e, PHRASE) for s, e in phrases])
     units, i = [], 0
     for start, end, level in spans:
@@ -93,6 +104,7 @@ def knowledge_masking_batch(batch: dict[str, list], *, tokenizer: Tokenizer, lex
     """``datasets.map`` function: a batch of documents -> a batch of examples."""
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     budget = max_seq_len - 2
+    starts = (start_index(lexicon.titles), start_index(lexicon.phrases))
     out: dict[str, list] = {"input_ids": [], "token_unit": [], "unit_level": [], "doc_id": []}
     for doc_id, paragraphs in zip(batch["id"], batch["sentences"], strict=True):
         sentences = tokenize_sentences(tokenizer, [s for p in paragraphs for s in p])
@@ -103,7 +115,7 @@ def knowledge_masking_batch(batch: dict[str, list], *, tokenizer: Tokenizer, lex
                 ids.extend(sentence.ids)
                 token_unit.extend([-1] * len(sentence.ids))
                 for w_start, w_end, level in sentence_units(sentence.words, lexicon, use_entities,
-                                                                    max_phrase_words):
+                                                            max_phrase_words, starts):
                     t_start, t_end = sentence.word_spans[w_start][0], sentence.word_spans[w_end - 1][1]
                     token_unit[offset + t_start : offset + t_end] = [len(levels)] * (t_end - t_start)
                     levels.append(level)

@@ -25,18 +25,12 @@ def tokenize_sentences(tokenizer: Tokenizer, sentences: list[str]) -> list[Sente
     """Tokenize without special tokens; group tokens into words by the encoding's word ids."""
     out = []
     for text, enc in zip(sentences, tokenizer.encode_batch(sentences, add_special_tokens=False), strict=True):
-        spans: list[tuple[int, int]] = []
-        words: list[str] = []
-        previous = None
-        for i, (word_id, (char_start, char_end)) in enumerate(zip(enc.word_ids, enc.offsets, strict=True)):
-            if word_id != previous:
-                spans.append((i, i + 1))
-                words.append(text[char_start:char_end])
-                previous = word_id
-            else:
-                start, _ = spans[-1]
-                spans[-1] = (start, i + 1)
-                words[-1] = text[enc.offsets[start][0] : char_end]
+        word_ids, offsets = enc.word_ids, enc.offsets
+        n = len(word_ids)
+        starts = [i for i in range(n) if i == 0 or word_ids[i] != word_ids[i - 1]]
+        ends = [*starts[1:], n]
+        spans = list(zip(starts, ends, strict=True))
+        words = [text[offsets[a][0] : offsets[b - 1][1]] for a, b in spans]
         out.append(Sentence(enc.ids, spans, words))
     return out
 

@@ -297,6 +297,8 @@ class Trainer:
             task = self.data.tasks[name]
             losses, totals = [], {}
             stats = None
+            # accuracy is reported only on logging steps, so it is only computed there
+            logging_step = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == end
             for micro in range(cfg.grad_accum_steps):
                 rows = self.streams[name].rows(self.positions[name])
                 self.positions[name] += 1
@@ -306,8 +308,9 @@ class Trainer:
                 self.engine.backward(loss)
                 stats = self.engine.step()
                 losses.append(float(loss.detach()))
-                for key, value in task.metrics(logits.detach(), batch).items():
-                    totals[key] = totals.get(key, 0.0) + float(value)
+                if logging_step:
+                    for key, value in task.metrics(logits.detach(), batch).items():
+                        totals[key] = totals.get(key, 0.0) + float(value)
                 tokens = int(batch["attention_mask"].sum())
                 window_tokens += tokens
                 window_seqs += batch["input_ids"].shape[0]
@@ -316,7 +319,7 @@ class Trainer:
             loss_value = self._all_reduce([sum(losses) / len(losses)])[0] / self.world_size
             result.losses.append((self.step, name, loss_value))
             bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == end:
+            if logging_step:
                 elapsed = time.perf_counter() - window_start
                 record = {"step": self.step, "stage": stage.index, "task": name, "task_id": self.task_ids[name],
                           "loss": round(loss_value, 6),
