@@ -19,7 +19,7 @@ from __future__ import annotations
 from datasets import Dataset
 from tokenizers import Tokenizer
 
-from data_builders.segments import pack_sentences, tokenize_sentences
+from data_builders.segments import document_sentences, pack_sentences
 from data_builders.tokenizer import is_lowercasing
 
 IGNORE_INDEX = -100
@@ -55,8 +55,8 @@ def capitalization_batch(batch: dict[str, list], *, tokenizer: Tokenizer, max_se
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     budget = max_seq_len - 2
     out: dict[str, list] = {"input_ids": [], "labels": [], "doc_id": []}
-    for doc_id, paragraphs in zip(batch["id"], batch["sentences"], strict=True):
-        sentences = tokenize_sentences(tokenizer, [s for p in paragraphs for s in p])
+    for index, doc_id in enumerate(batch["id"]):
+        sentences = document_sentences(batch, index, tokenizer)
         for start, end in pack_sentences([len(s.ids) for s in sentences], budget):
             ids, labels = [cls_id], [IGNORE_INDEX]
             for sentence in sentences[start:end]:

@@ -22,7 +22,7 @@ from data_builders.knowledge import (
     start_index,
     title_gazetteer,
 )
-from data_builders.segments import pack_sentences, tokenize_sentences
+from data_builders.segments import document_sentences, pack_sentences
 
 LEVELS = ("word", "phrase", "entity")
 WORD, PHRASE, ENTITY = range(3)
@@ -106,8 +106,8 @@ def knowledge_masking_batch(batch: dict[str, list], *, tokenizer: Tokenizer, lex
     budget = max_seq_len - 2
     starts = (start_index(lexicon.titles), start_index(lexicon.phrases))
     out: dict[str, list] = {"input_ids": [], "token_unit": [], "unit_level": [], "doc_id": []}
-    for doc_id, paragraphs in zip(batch["id"], batch["sentences"], strict=True):
-        sentences = tokenize_sentences(tokenizer, [s for p in paragraphs for s in p])
+    for index, doc_id in enumerate(batch["id"]):
+        sentences = document_sentences(batch, index, tokenizer)
         for start, end in pack_sentences([len(s.ids) for s in sentences], budget):
             ids, token_unit, levels = [cls_id], [-1], []
             for sentence in sentences[start:end]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from datasets import Dataset
 from tokenizers import Tokenizer
 
-from data_builders.segments import pack_sentences, tokenize_sentences
+from data_builders.segments import document_sentences, pack_sentences
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,8 @@ def token_document_relation_batch(batch: dict[str, list], *, tokenizer: Tokenize
     budget = segment_tokens
     keys: dict[str, str | None] = {}  # surface form -> key, None if never labelled (memo across the batch)
     out: dict[str, list] = {"input_ids": [], "labels": [], "doc_id": [], "segment": []}
-    for doc_id, paragraphs in zip(batch["id"], batch["sentences"], strict=True):
-        sentences = tokenize_sentences(tokenizer, [s for p in paragraphs for s in p])
+    for index, doc_id in enumerate(batch["id"]):
+        sentences = document_sentences(batch, index, tokenizer)
         groups = pack_sentences([len(s.ids) for s in sentences], budget)
         if len(groups) < 2:
             continue

@@ -23,6 +23,7 @@ from datasets import Dataset, disable_caching, disable_progress_bars, load_from_
 from tokenizers import Tokenizer
 
 from data_builders.corpus import corpus_fingerprint, load_documents
+from data_builders.segments import add_sentence_tokens
 from data_builders.tokenizer import iter_paragraphs, tokenizer_for_run, tokenizer_hash
 from ernie_cmtl.config import RunConfig, to_plain
 from pretrain_tasks.base import BuildContext, PretrainTask, SpecialIds
@@ -108,6 +109,18 @@ def prepare_data(config: RunConfig, run_dir: Path, progress: bool = True) -> Pre
     special = SpecialIds.from_tokenizer(tokenizer)
     tasks = make_tasks(config, special)
 
+    # The shared tokenization pass, done (or loaded) at most once, and only if a task that reads it is built.
+    tokens_key = _digest(docs_key, tokenizer_hash(tokenizer))
+    tokenized: dict[str, Dataset] = {}
+
+    def with_tokens(split: str, docs: Dataset) -> Dataset:
+        if split not in tokenized:
+            started = time.perf_counter()
+            tokenized[split] = cached_dataset(cache / "sentence_tokens" / tokens_key / split,
+                                              lambda: add_sentence_tokens(docs, tokenizer, data.num_proc))
+            log.info("shared tokenization of the %s documents: %.1fs", split, time.perf_counter() - started)
+        return tokenized[split]
+
     train, valid, seconds = {}, {}, {}
     for name, task in tasks.items():
         key = _digest(docs_key, tokenizer_hash(tokenizer), name, task.builder_version, to_plain(task.config),
@@ -116,8 +129,11 @@ def prepare_data(config: RunConfig, run_dir: Path, progress: bool = True) -> Pre
         ctx = BuildContext(tokenizer=tokenizer, max_seq_len=data.max_seq_len, seed=config.seed,
                            num_proc=data.num_proc, cache_dir=task_dir, train_documents=train_docs)
         started = time.perf_counter()
-        train[name] = cached_dataset(task_dir / "train", lambda t=task, c=ctx: _build(t, train_docs, c, "train"))
-        valid[name] = cached_dataset(task_dir / "valid", lambda t=task, c=ctx: _build(t, valid_docs, c, "valid"))
+        for split, docs, out in (("train", train_docs, train), ("valid", valid_docs, valid)):
+            def build(t=task, c=ctx, split=split, docs=docs) -> Dataset:
+                return _build(t, with_tokens(split, docs) if t.reads_sentence_tokens else docs, c, split)
+
+            out[name] = cached_dataset(task_dir / split, build)
         seconds[name] = time.perf_counter() - started
         log.info("task %s: %d train / %d valid examples (%.1fs)", name, len(train[name]), len(valid[name]),
                  seconds[name])

@@ -68,6 +68,10 @@ class PretrainTask(ABC):
     """The label count as ``ernie-cmtl tasks`` shows it ("2", "vocabulary", "9 at m=3", ...)."""
     builder_version: ClassVar[int] = 1
     """Bump when the builder's output changes, so cached examples are rebuilt."""
+    reads_sentence_tokens: ClassVar[bool] = False
+    """True when the builder reads sentences through ``data_builders.segments.document_sentences``: the
+    documents it gets then carry the shared tokenization pass's columns, so the corpus is tokenized once for
+    all such tasks rather than once per task."""
 
     def __init__(self, config: Any, special: SpecialIds) -> None:
         self.config = config

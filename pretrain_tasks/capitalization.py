@@ -36,6 +36,7 @@ class CapitalizationTask(PretrainTask):
 
     name = "capitalization"
     level = "token"
+    reads_sentence_tokens = True
     config_class = CapitalizationConfig
     label_summary = "2 (3 with scheme three_way)"
     builder_version = 1

@@ -66,6 +66,7 @@ class KnowledgeMaskingTask(PretrainTask):
 
     name = "knowledge_masking"
     level = "token"
+    reads_sentence_tokens = True
     config_class = KnowledgeMaskingConfig
     label_summary = "vocabulary"
     builder_version = 1

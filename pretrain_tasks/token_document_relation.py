@@ -42,6 +42,7 @@ class TokenDocumentRelationTask(PretrainTask):
 
     name = "token_document_relation"
     level = "token"
+    reads_sentence_tokens = True
     config_class = TokenDocumentRelationConfig
     label_summary = "2"
     builder_version = 1
