@@ -85,11 +85,12 @@ MODEL_FLAVOURS: dict[str, dict[str, Any]] = {
 @dataclass
 class ModelConfig:
     flavour: Literal["debug", "small", "base", "large", "custom"] = "debug"
-    """A size preset; fields given next to it override the preset."""
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 2
-    intermediate_size: int = 512
+    """A size preset; size fields given next to it override the preset (``custom``: the debug sizes)."""
+    hidden_size: int | None = None
+    """None: the flavour's (the four size fields are filled in from ``MODEL_FLAVOURS`` when not given)."""
+    num_layers: int | None = None
+    num_heads: int | None = None
+    intermediate_size: int | None = None
     max_position: int = 512
     type_vocab_size: int = 2
     num_task_embeddings: int = 16
@@ -101,14 +102,10 @@ class ModelConfig:
     vocab_size: int = 0
     """Filled in from the tokenizer; 0 in a config file."""
 
-    @classmethod
-    def preprocess(cls, raw: dict[str, Any]) -> dict[str, Any]:
-        flavour = raw.get("flavour", "debug")
-        if flavour in MODEL_FLAVOURS:
-            return {**MODEL_FLAVOURS[flavour], **raw}
-        return raw
-
     def __post_init__(self) -> None:
+        for key, value in MODEL_FLAVOURS.get(self.flavour, MODEL_FLAVOURS["debug"]).items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
         require(self.hidden_size > 0 and self.hidden_size % self.num_heads == 0, "model.hidden_size",
                 f"a positive multiple of model.num_heads ({self.num_heads})")
         require(self.num_layers >= 1, "model.num_layers", "an integer >= 1")

@@ -46,6 +46,15 @@ def test_flavour_presets_and_explicit_fields():
     assert config.model.num_layers == 3 and config.model.hidden_size == 768
 
 
+def test_flavour_applies_to_a_model_config_built_in_python():
+    from ernie_cmtl.config import ModelConfig
+
+    base = ModelConfig(flavour="base")
+    assert (base.hidden_size, base.num_layers, base.num_heads, base.intermediate_size) == (768, 12, 12, 3072)
+    assert ModelConfig(flavour="small", num_layers=2).num_layers == 2
+    assert ModelConfig().hidden_size == MODEL_FLAVOURS["debug"]["hidden_size"]
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
