@@ -39,3 +39,13 @@ def wiki_shards(wiki: Path) -> list[str]:
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One data cache for the whole session, so runs on the same corpus share built data."""
     return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def small_wiki(wiki_shards: list[str]):
+    """150 real articles of one shard and a WordPiece tokenizer (vocabulary 4000) trained on them."""
+    from data_builders.corpus import build_documents
+    from data_builders.tokenizer import iter_paragraphs, train_wordpiece
+
+    documents = build_documents(wiki_shards[:1], max_documents=150)
+    return documents, train_wordpiece(iter_paragraphs(documents), vocab_size=4000)

@@ -3,9 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from data_builders.corpus import build_documents
 from data_builders.knowledge_masking import ENTITY, PHRASE, WORD
-from data_builders.tokenizer import train_wordpiece
 from pretrain_tasks.base import BuildContext, SpecialIds
 from pretrain_tasks.knowledge_masking import (
     KnowledgeMaskingConfig,
@@ -16,9 +14,8 @@ from pretrain_tasks.knowledge_masking import (
 
 
 @pytest.fixture(scope="module")
-def built(wiki_shards, tmp_path_factory):
-    docs = build_documents(wiki_shards[:1], max_documents=150)
-    tok = train_wordpiece((p for ps in docs["paragraphs"] for p in ps), vocab_size=4000)
+def built(small_wiki, tmp_path_factory):
+    docs, tok = small_wiki
     task = KnowledgeMaskingTask(KnowledgeMaskingConfig(phrase_min_count=3), SpecialIds.from_tokenizer(tok))
     ctx = BuildContext(tokenizer=tok, max_seq_len=128, seed=0, num_proc=1,
                        cache_dir=tmp_path_factory.mktemp("km"), train_documents=docs)

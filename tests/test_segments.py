@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from data_builders.corpus import build_documents
 from data_builders.segments import (
     SENTENCE_TOKEN_COLUMNS,
     add_sentence_tokens,
@@ -14,21 +13,13 @@ from data_builders.segments import (
     pack_sentences,
     tokenize_sentences,
 )
-from data_builders.tokenizer import iter_paragraphs, train_wordpiece
 from ernie_cmtl.config import load_config
 from ernie_cmtl.data import make_tasks, prepare_data
 from pretrain_tasks.base import BuildContext, SpecialIds
 
 
-@pytest.fixture(scope="module")
-def corpus(wiki_shards, tmp_path_factory):
-    documents = build_documents(wiki_shards[:1], output_dir=tmp_path_factory.mktemp("docs"), max_documents=120)
-    tokenizer = train_wordpiece(iter_paragraphs(documents), vocab_size=3000)
-    return documents, tokenizer
-
-
-def test_tokenized_columns_give_the_same_sentences(corpus):
-    documents, tokenizer = corpus
+def test_tokenized_columns_give_the_same_sentences(small_wiki):
+    documents, tokenizer = small_wiki
     tokenized = add_sentence_tokens(documents, tokenizer)
     assert set(SENTENCE_TOKEN_COLUMNS) <= set(tokenized.column_names)
     checked = 0
@@ -41,8 +32,8 @@ def test_tokenized_columns_give_the_same_sentences(corpus):
 
 
 @pytest.mark.parametrize("name", ["knowledge_masking", "capitalization", "token_document_relation"])
-def test_builders_reading_the_shared_pass_build_identical_examples(corpus, name, tmp_path: Path):
-    documents, tokenizer = corpus
+def test_builders_reading_the_shared_pass_build_identical_examples(small_wiki, name, tmp_path: Path):
+    documents, tokenizer = small_wiki
     task = make_tasks(load_config(None, [f"tasks={{{name}: {{}}}}"]), SpecialIds.from_tokenizer(tokenizer))[name]
     assert task.reads_sentence_tokens
 
