@@ -87,8 +87,9 @@ def main() -> None:
     parser.add_argument("--finetune-steps", type=int, default=1200)
     parser.add_argument("--finetune-seq-len", type=int, default=64,
                         help="GLUE sentences are short; 64 tokens halves the cost of 128 (RTE pairs are truncated)")
-    parser.add_argument("--finetune-lr", type=float, default=2e-3,
-                        help="peak fine-tuning learning rate (the debug encoder learns nothing at BERT's 2e-5..2e-4)")
+    parser.add_argument("--finetune-lr", type=float, default=5e-4,
+                        help="peak fine-tuning learning rate. Chosen on the mlm_only encoder, seed 0, 1200 steps: "
+                             "SST-2 dev 0.742 at 5e-4, 0.662 at 1e-3, majority (0.509) at 2e-3")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds")
     parser.add_argument("--max-documents", type=int, default=3000)
     parser.add_argument("--max-train-examples", type=int, default=8000, help="per GLUE task")
