@@ -134,6 +134,11 @@ class DeepSpeedEngine:
     def save_checkpoint(self, directory: Path) -> None:
         """Every rank calls this; DeepSpeed writes ``directory`` (its ZeRO shards included)."""
         self.engine.save_checkpoint(str(directory.parent), tag=directory.name, save_latest=False)
+        # DeepSpeed drops its recovery scripts (zero_to_fp32.py, ...) beside the tag directory; keep each
+        # checkpoint self-contained by moving them into it (rank 0 writes them, synchronously, above)
+        if self.engine.global_rank == 0:
+            for script in directory.parent.glob("zero_to_*.py"):
+                script.replace(directory / script.name)
 
     def load_checkpoint(self, directory: Path, strict: bool = True, saved_world_size: int | None = None,
                         step: int = 0) -> None:

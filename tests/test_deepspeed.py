@@ -92,6 +92,8 @@ def test_two_rank_zero_checkpoint_and_exact_resume(tmp_path, wiki_shards, cache_
     ckpt = tmp_path / "resumed" / "checkpoints" / "step_00000004"
     assert (ckpt / "rng_rank0.pt").is_file() and (ckpt / "rng_rank1.pt").is_file()
     assert len(list(ckpt.glob("*optim_states.pt"))) == 2  # ZeRO: one optimizer shard per rank
+    assert (ckpt / "zero_to_fp32.py").is_file()  # DeepSpeed's recovery script, inside the checkpoint
+    assert not list(ckpt.parent.glob("*.py"))  # and nothing loose beside the checkpoints
     _two_processes(tmp_path / "resumed", wiki_shards, cache_dir, [*extra, "--resume"])
     straight, resumed = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
     assert resumed == straight
