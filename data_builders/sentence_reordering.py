@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from math import factorial
 
 from datasets import Dataset
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Tokenizer
 
-from data_builders.segments import pack_sentences
+from data_builders.segments import Sentence, document_sentences, pack_sentences
 
 MAX_SEGMENTS = 5
 """Largest supported m: 1! + ... + 5! = 153 classes; 6 would already give 873."""
@@ -82,13 +82,12 @@ def reordering_example(segments: Sequence[Sequence[int]], perm: Sequence[int], c
     return input_ids, [0] * len(input_ids), permutation_to_label(perm)
 
 
-def _word_starts(encoding: Encoding) -> list[int]:
+def _word_starts(sentence: Sentence) -> list[int]:
     """Token offsets (> 0) where a new word begins."""
-    word_ids = encoding.word_ids
-    return [i for i in range(1, len(word_ids)) if word_ids[i] != word_ids[i - 1]]
+    return [start for start, _ in sentence.word_spans[1:]]
 
 
-def cut_segments(chunk: Sequence[Encoding], n: int, rng: random.Random) -> tuple[list[list[int]], bool]:
+def cut_segments(chunk: Sequence[Sentence], n: int, rng: random.Random) -> tuple[list[list[int]], bool]:
     """Cut the concatenated sentences of ``chunk`` into (at most) ``n`` non-empty segments.
 
     Returns (segments in original order, whether the cuts are at sentence boundaries). With fewer than n
@@ -96,33 +95,33 @@ def cut_segments(chunk: Sequence[Encoding], n: int, rng: random.Random) -> tuple
     """
     ids: list[int] = []
     sentence_starts: list[int] = []
-    for encoding in chunk:
+    for sentence in chunk:
         if ids:
             sentence_starts.append(len(ids))
-        ids.extend(encoding.ids)
+        ids.extend(sentence.ids)
     at_sentences = len(chunk) >= n
     if at_sentences:
         cuts = sorted(rng.sample(sentence_starts, n - 1))
     else:
         boundaries, offset = [], 0
-        for encoding in chunk:
+        for sentence in chunk:
             if offset:
                 boundaries.append(offset)
-            boundaries.extend(offset + start for start in _word_starts(encoding))
-            offset += len(encoding.ids)
+            boundaries.extend(offset + start for start in _word_starts(sentence))
+            offset += len(sentence.ids)
         cuts = sorted(rng.sample(boundaries, n - 1)) if len(boundaries) >= n - 1 else boundaries
     edges = [0, *cuts, len(ids)]
     return [ids[a:b] for a, b in zip(edges, edges[1:], strict=False)], at_sentences
 
 
-def _truncate(encoding: Encoding, budget: int) -> Encoding:
+def _truncate(sentence: Sentence, budget: int) -> Sentence:
     """Cut an over-long sentence to ``budget`` tokens, at a word boundary when there is one."""
-    if len(encoding.ids) <= budget:
-        return encoding
-    starts = [s for s in _word_starts(encoding) if s <= budget]
+    if len(sentence.ids) <= budget:
+        return sentence
+    starts = [s for s in _word_starts(sentence) if s <= budget]
     cut = starts[-1] if starts else budget
-    encoding.truncate(cut)
-    return encoding
+    spans = [(a, min(b, cut)) for a, b in sentence.word_spans if a < cut]
+    return Sentence(sentence.ids[:cut], spans, sentence.words[: len(spans)])
 
 
 def sentence_reordering_batch(batch: dict[str, list], *, tokenizer: Tokenizer, max_seq_len: int,
@@ -131,14 +130,13 @@ def sentence_reordering_batch(batch: dict[str, list], *, tokenizer: Tokenizer, m
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     # [CLS] + up to max_segments [SEP]s: every chunk fits whatever n it draws.
     budget = max_seq_len - 1 - max_segments
-    texts = [s for paragraphs in batch["sentences"] for paragraph in paragraphs for s in paragraph]
-    encodings = iter(tokenizer.encode_batch(texts, add_special_tokens=False))
     out: dict[str, list] = {"input_ids": [], "segment_ids": [], "label": [], "num_segments": [],
                             "sentence_cuts": [], "doc_id": []}
-    for doc_id, paragraphs in zip(batch["id"], batch["sentences"], strict=True):
+    for index, (doc_id, paragraphs) in enumerate(zip(batch["id"], batch["sentences"], strict=True)):
         rng = random.Random(f"{seed}:sentence_reordering:{doc_id}")
+        flat = iter(document_sentences(batch, index, tokenizer))
         for paragraph in paragraphs:
-            sentences = [e for e in (next(encodings) for _ in paragraph) if e.ids]
+            sentences = [e for e in (next(flat) for _ in paragraph) if e.ids]
             for start, end in pack_sentences([len(e.ids) for e in sentences], budget):
                 chunk = [_truncate(e, budget) for e in sentences[start:end]]
                 n = rng.randint(1, max_segments)

@@ -31,7 +31,8 @@ def test_tokenized_columns_give_the_same_sentences(small_wiki):
     assert checked > 1000  # real sentences, not an empty corpus
 
 
-@pytest.mark.parametrize("name", ["knowledge_masking", "capitalization", "token_document_relation"])
+@pytest.mark.parametrize("name", ["knowledge_masking", "capitalization", "token_document_relation",
+                                  "sentence_reordering"])
 def test_builders_reading_the_shared_pass_build_identical_examples(small_wiki, name, tmp_path: Path):
     documents, tokenizer = small_wiki
     task = make_tasks(load_config(None, [f"tasks={{{name}: {{}}}}"]), SpecialIds.from_tokenizer(tokenizer))[name]
