@@ -4,8 +4,8 @@
 
 1. Throughput: each builder runs in one process (``num_proc=1``) over the whole corpus; prints MB of raw text
    (the corpus files' bytes) per minute per core, per builder and for all seven together (the shared
-   tokenization pass that knowledge masking, capitalization and token-document relation read is its own line,
-   and counts in the total). Target >= 20.
+   tokenization pass that knowledge masking, capitalization, token-document relation and sentence reordering
+   read is its own line, and counts in the total). Target >= 20.
 2. Peak memory: the whole pipeline (documents, tokenizer, all seven builders) runs in a fresh subprocess at 1x
    and at 4x the corpus (real copies of the files, document ids made unique per copy); prints each peak RSS.
    Target: flat.
