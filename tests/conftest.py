@@ -42,10 +42,11 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_wiki(wiki_shards: list[str]):
-    """150 real articles of one shard and a WordPiece tokenizer (vocabulary 4000) trained on them."""
+def wiki_corpus(wiki_shards: list[str]):
+    """The first 200 articles of one real shard and a WordPiece tokenizer (vocabulary 4000) trained on them,
+    built once per session for the builder tests."""
     from data_builders.corpus import build_documents
     from data_builders.tokenizer import iter_paragraphs, train_wordpiece
 
-    documents = build_documents(wiki_shards[:1], max_documents=150)
+    documents = build_documents(wiki_shards[:1], max_documents=200)
     return documents, train_wordpiece(iter_paragraphs(documents), vocab_size=4000)

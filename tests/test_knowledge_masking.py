@@ -14,8 +14,8 @@ from pretrain_tasks.knowledge_masking import (
 
 
 @pytest.fixture(scope="module")
-def built(small_wiki, tmp_path_factory):
-    docs, tok = small_wiki
+def built(wiki_corpus, tmp_path_factory):
+    docs, tok = wiki_corpus
     task = KnowledgeMaskingTask(KnowledgeMaskingConfig(phrase_min_count=3), SpecialIds.from_tokenizer(tok))
     ctx = BuildContext(tokenizer=tok, max_seq_len=128, seed=0, num_proc=1,
                        cache_dir=tmp_path_factory.mktemp("km"), train_documents=docs)

@@ -18,8 +18,8 @@ from ernie_cmtl.data import make_tasks, prepare_data
 from pretrain_tasks.base import BuildContext, SpecialIds
 
 
-def test_tokenized_columns_give_the_same_sentences(small_wiki):
-    documents, tokenizer = small_wiki
+def test_tokenized_columns_give_the_same_sentences(wiki_corpus):
+    documents, tokenizer = wiki_corpus
     tokenized = add_sentence_tokens(documents, tokenizer)
     assert set(SENTENCE_TOKEN_COLUMNS) <= set(tokenized.column_names)
     checked = 0
@@ -33,8 +33,8 @@ def test_tokenized_columns_give_the_same_sentences(small_wiki):
 
 @pytest.mark.parametrize("name", ["knowledge_masking", "capitalization", "token_document_relation",
                                   "sentence_reordering"])
-def test_builders_reading_the_shared_pass_build_identical_examples(small_wiki, name, tmp_path: Path):
-    documents, tokenizer = small_wiki
+def test_builders_reading_the_shared_pass_build_identical_examples(wiki_corpus, name, tmp_path: Path):
+    documents, tokenizer = wiki_corpus
     task = make_tasks(load_config(None, [f"tasks={{{name}: {{}}}}"]), SpecialIds.from_tokenizer(tokenizer))[name]
     assert task.reads_sentence_tokens
 

@@ -10,7 +10,7 @@ import torch
 from bm25s.stopwords import STOPWORDS_EN
 from datasets import Dataset
 
-from data_builders.corpus import DOCUMENT_FEATURES, build_documents
+from data_builders.corpus import DOCUMENT_FEATURES
 from data_builders.ir_relevance import (
     IRRELEVANT,
     STRONG,
@@ -19,7 +19,6 @@ from data_builders.ir_relevance import (
     collect_passages,
     select_examples,
 )
-from data_builders.tokenizer import train_wordpiece
 from ernie_cmtl.config import ConfigError, ModelConfig
 from pretrain_tasks.base import BuildContext, SpecialIds
 from pretrain_tasks.ir_relevance import IRRelevanceConfig, IRRelevanceTask
@@ -28,21 +27,14 @@ MAX_LEN = 128
 STOP = set(STOPWORDS_EN)
 
 
-@pytest.fixture(scope="module")
-def corpus(wiki_shards):
-    docs = build_documents(wiki_shards[:1], max_documents=200)
-    tok = train_wordpiece((p for ps in docs["paragraphs"] for p in ps), vocab_size=4000)
-    return docs, tok
-
-
 def _ctx(tok, docs, tmp_path, seed=0):
     return BuildContext(tokenizer=tok, max_seq_len=MAX_LEN, seed=seed, num_proc=1, cache_dir=tmp_path,
                         train_documents=docs)
 
 
 @pytest.fixture(scope="module")
-def built(corpus, tmp_path_factory):
-    docs, tok = corpus
+def built(wiki_corpus, tmp_path_factory):
+    docs, tok = wiki_corpus
     task = IRRelevanceTask(IRRelevanceConfig(), SpecialIds.from_tokenizer(tok))
     return task, task.build(docs, _ctx(tok, docs, tmp_path_factory.mktemp("ir"))), tok
 
@@ -89,8 +81,8 @@ def test_passages_come_from_the_right_documents(built):
         assert (passage_doc == doc_id) == (label == STRONG)  # weak and irrelevant: never the own document
 
 
-def test_queries_are_the_titles(built, corpus):
-    docs, _ = corpus
+def test_queries_are_the_titles(built, wiki_corpus):
+    docs, _ = wiki_corpus
     _, examples, tok = built
     titles = dict(zip(docs["id"], docs["title"], strict=True))
     for ids, segments, doc_id in list(zip(examples["input_ids"], examples["segment_ids"], examples["doc_id"],
@@ -128,16 +120,16 @@ def test_first_paragraphs_are_not_passages():
     assert passages.doc_index == [0, 1] and passages.starts == [0, 1, 2]
 
 
-def test_build_is_deterministic(built, corpus, tmp_path):
-    docs, tok = corpus
+def test_build_is_deterministic(built, wiki_corpus, tmp_path):
+    docs, tok = wiki_corpus
     task, examples, _ = built
     assert task.build(docs, _ctx(tok, docs, tmp_path)).to_dict() == examples.to_dict()
     other = task.build(docs, _ctx(tok, docs, tmp_path, seed=1))
     assert other["doc_id"] == examples["doc_id"] and other["input_ids"] != examples["input_ids"]
 
 
-def test_weak_top_k_one_takes_the_best_other_document_hit(corpus):
-    docs, _ = corpus
+def test_weak_top_k_one_takes_the_best_other_document_hit(wiki_corpus):
+    docs, _ = wiki_corpus
     kwargs = {"seed": 0, "passage_words": 64, "min_passage_words": 12, "pseudo_query_terms": 4}
     top1, _ = select_examples(docs["title"], docs["id"], docs["paragraphs"], weak_top_k=1, **kwargs)
     again, _ = select_examples(docs["title"], docs["id"], docs["paragraphs"], weak_top_k=1, **kwargs)
@@ -163,8 +155,8 @@ BODY = [
 ]
 
 
-def test_documents_without_titles_get_pseudo_queries(corpus):
-    _, tok = corpus
+def test_documents_without_titles_get_pseudo_queries(wiki_corpus):
+    _, tok = wiki_corpus
     docs = _docs(["", "Violin", "", "Glacier"], BODY)
     rows, stats = select_examples(docs["title"], docs["id"], docs["paragraphs"], seed=0, weak_top_k=3,
                                   passage_words=64, min_passage_words=8, pseudo_query_terms=4)
@@ -178,7 +170,7 @@ def test_documents_without_titles_get_pseudo_queries(corpus):
     assert set(examples["label"]) <= {STRONG, WEAK, IRRELEVANT} and len(examples) % 3 == 0
 
 
-def test_one_paragraph_documents_use_their_only_paragraph(corpus):
+def test_one_paragraph_documents_use_their_only_paragraph(wiki_corpus):
     orchestra = "The city orchestra hired a new violin teacher for its youth programme last spring."
     docs = _docs(["Violin", "Orchestra", "Glacier"], [BODY[1], [orchestra], BODY[3]])
     rows, _ = select_examples(docs["title"], docs["id"], docs["paragraphs"], seed=0, weak_top_k=3,
@@ -189,8 +181,8 @@ def test_one_paragraph_documents_use_their_only_paragraph(corpus):
     assert by_label[WEAK] == ("d0", orchestra)
 
 
-def test_a_single_document_is_refused(corpus):
-    _, tok = corpus
+def test_a_single_document_is_refused(wiki_corpus):
+    _, tok = wiki_corpus
     with pytest.raises(ValueError, match="needs >= 2 documents with passages .* found 1 in 1 documents"):
         build_ir_relevance(_docs(["Danube"], [BODY[0]]), tok, max_seq_len=MAX_LEN, seed=0)
     with pytest.raises(ValueError, match="retrieve a passage of another document; found 0 in 2 documents"):

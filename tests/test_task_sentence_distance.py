@@ -9,7 +9,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from data_builders.corpus import DOCUMENT_FEATURES, build_documents
+from data_builders.corpus import DOCUMENT_FEATURES
 from data_builders.sentence_distance import (
     NEXT,
     OTHER_DOC,
@@ -18,7 +18,6 @@ from data_builders.sentence_distance import (
     sentence_counts,
     sentence_distance_batch,
 )
-from data_builders.tokenizer import train_wordpiece
 from ernie_cmtl.config import ConfigError, ModelConfig
 from ernie_cmtl.model import Encoder
 from pretrain_tasks.base import BuildContext, SpecialIds
@@ -26,13 +25,6 @@ from pretrain_tasks.sentence_distance import SentenceDistanceConfig, SentenceDis
 
 MAX_LEN = 128
 HALF = (MAX_LEN - 3) // 2
-
-
-@pytest.fixture(scope="module")
-def corpus(wiki_shards):
-    docs = build_documents(wiki_shards[:1], max_documents=200)
-    tok = train_wordpiece((p for ps in docs["paragraphs"] for p in ps), vocab_size=4000)
-    return docs, tok
 
 
 def _context(tok, docs, tmp_path_factory, seed=0):
@@ -45,8 +37,8 @@ def _task(tok, **config):
 
 
 @pytest.fixture(scope="module")
-def built(corpus, tmp_path_factory):
-    docs, tok = corpus
+def built(wiki_corpus, tmp_path_factory):
+    docs, tok = wiki_corpus
     task = _task(tok)
     return task, task.build(docs, _context(tok, docs, tmp_path_factory))
 
@@ -65,8 +57,8 @@ def _flat_sentences(docs) -> dict[str, list[str]]:
 # -- the examples and their labels -------------------------------------------------------------------------
 
 
-def test_examples_are_well_formed(built, corpus):
-    _, tok = corpus
+def test_examples_are_well_formed(built, wiki_corpus):
+    _, tok = wiki_corpus
     _, examples = built
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     assert len(examples) > 900
@@ -77,9 +69,9 @@ def test_examples_are_well_formed(built, corpus):
         assert seg == [0] * (first + 1) + [1] * (len(ids) - first - 1)
 
 
-def test_labels_mean_what_they_say(built, corpus):
+def test_labels_mean_what_they_say(built, wiki_corpus):
     """Every pair's indices obey its label, and the tokens really are those sentences."""
-    docs, tok = corpus
+    docs, tok = wiki_corpus
     _, examples = built
     sep = tok.token_to_id("[SEP]")
     sentences = _flat_sentences(docs)
@@ -98,11 +90,11 @@ def test_labels_mean_what_they_say(built, corpus):
         assert ids[1:first] == a_ids and ids[first + 1 : -1] == b_ids
 
 
-def test_classes_are_balanced(built, corpus, tmp_path_factory):
+def test_classes_are_balanced(built, wiki_corpus, tmp_path_factory):
     """balance: each document gives the same count of each label, so with 6 pairs per document the classes
     are exactly equal; with 7 the remainder goes to a random class per document: within sampling noise
     (sd ~3% at 200 documents)."""
-    docs, tok = corpus
+    docs, tok = wiki_corpus
     task, examples = built
     counts = task.label_counts(examples)
     assert set(counts) == {0, 1, 2} and len(set(counts.values())) == 1
@@ -117,8 +109,8 @@ def test_classes_are_balanced(built, corpus, tmp_path_factory):
     assert len(seven) > len(examples)
 
 
-def test_unbalanced_mode_fills_pairs_from_what_documents_have(corpus, tmp_path_factory):
-    docs, tok = corpus
+def test_unbalanced_mode_fills_pairs_from_what_documents_have(wiki_corpus, tmp_path_factory):
+    docs, tok = wiki_corpus
     examples = _task(tok, balance=False).build(docs, _context(tok, docs, tmp_path_factory))
     counts = Counter(examples["label"])
     assert counts[OTHER_DOC] >= counts[NEXT] >= counts[SAME_DOC] > 0
@@ -178,10 +170,10 @@ def test_lengths_are_not_a_giveaway(built):
     assert mean(scored) < 1 / 3 + 0.06, mean(scored)
 
 
-def test_where_a_sits_in_its_document_is_the_same_for_all_labels(built, corpus):
+def test_where_a_sits_in_its_document_is_the_same_for_all_labels(built, wiki_corpus):
     """All labels draw A from the same candidates, so "A is the article's opening sentence" and "A is its
     last sentence" occur equally often in every class (the last never)."""
-    docs, _ = corpus
+    docs, _ = wiki_corpus
     _, examples = built
     n_sentences = dict(zip(docs["id"], sentence_counts(docs), strict=True))
     opening, last = defaultdict(list), defaultdict(list)
@@ -206,8 +198,8 @@ def test_segment_ids_have_the_same_structure_for_all_labels(built):
 # -- determinism and edge cases ----------------------------------------------------------------------------
 
 
-def test_build_is_deterministic_and_independent_of_batching(built, corpus, tmp_path_factory):
-    docs, tok = corpus
+def test_build_is_deterministic_and_independent_of_batching(built, wiki_corpus, tmp_path_factory):
+    docs, tok = wiki_corpus
     task, examples = built
     again = task.build(docs, _context(tok, docs, tmp_path_factory))
     assert again["input_ids"] == examples["input_ids"] and again["label"] == examples["label"]
@@ -225,15 +217,15 @@ def test_build_is_deterministic_and_independent_of_batching(built, corpus, tmp_p
                                   if d == doc_id]
 
 
-def test_sentence_counts_follow_a_selection(corpus):
-    docs, _ = corpus
+def test_sentence_counts_follow_a_selection(wiki_corpus):
+    docs, _ = wiki_corpus
     picked = docs.select([9, 3, 3])
     assert sentence_counts(picked) == [sum(len(p) for p in d) for d in picked["sentences"]]
     assert sentence_counts(docs.select([])) == []
 
 
-def test_edge_cases(corpus, tmp_path_factory):
-    docs, tok = corpus
+def test_edge_cases(wiki_corpus, tmp_path_factory):
+    docs, tok = wiki_corpus
     ctx = _context(tok, docs, tmp_path_factory)
     three = ["The bridge opened in 1932.", "It spans the river.", "Traffic grew quickly."]
     four = ["Alice wrote novels.", "She lived in Paris.", "Her first book sold well.", "She died in 1950."]
@@ -267,8 +259,8 @@ def test_config_is_validated():
 # -- collate, head, loss -----------------------------------------------------------------------------------
 
 
-def test_collate_head_loss_and_metrics(built, corpus):
-    _, tok = corpus
+def test_collate_head_loss_and_metrics(built, wiki_corpus):
+    _, tok = wiki_corpus
     task, examples = built
     rows = examples[:16]
     batch = task.collate(rows, torch.Generator().manual_seed(0))

@@ -11,14 +11,13 @@ from datasets import Dataset
 from hypothesis import given
 from hypothesis import strategies as st
 
-from data_builders.corpus import DOCUMENT_FEATURES, build_documents
+from data_builders.corpus import DOCUMENT_FEATURES
 from data_builders.sentence_reordering import (
     label_to_permutation,
     num_reordering_classes,
     permutation_to_label,
     reordering_example,
 )
-from data_builders.tokenizer import train_wordpiece
 from ernie_cmtl.config import ConfigError, ModelConfig
 from ernie_cmtl.model import Encoder
 from pretrain_tasks.base import BuildContext, SpecialIds
@@ -34,22 +33,15 @@ MAX_LEN = 128
 CHI2_CRITICAL = {1: 10.83, 5: 20.52, 23: 49.73}
 
 
-@pytest.fixture(scope="module")
-def corpus(wiki_shards):
-    docs = build_documents(wiki_shards[:1], max_documents=200)
-    tok = train_wordpiece((p for ps in docs["paragraphs"] for p in ps), vocab_size=4000)
-    return docs, tok
-
-
 def _context(tok, docs, tmp_path_factory, seed=0):
     return BuildContext(tokenizer=tok, max_seq_len=MAX_LEN, seed=seed, num_proc=1,
                         cache_dir=tmp_path_factory.mktemp("sr"), train_documents=docs)
 
 
 @pytest.fixture(scope="module")
-def built(corpus, tmp_path_factory):
+def built(wiki_corpus, tmp_path_factory):
     """(task, examples) for m = 3 and m = 4."""
-    docs, tok = corpus
+    docs, tok = wiki_corpus
     out = {}
     for m in (3, 4):
         task = SentenceReorderingTask(SentenceReorderingConfig(max_segments=m), SpecialIds.from_tokenizer(tok))
@@ -112,8 +104,8 @@ def test_bad_permutations_are_rejected():
 # -- built examples ----------------------------------------------------------------------------------------
 
 
-def test_examples_are_well_formed(built, corpus):
-    _, tok = corpus
+def test_examples_are_well_formed(built, wiki_corpus):
+    _, tok = wiki_corpus
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     for m, (task, examples) in built.items():
         assert task.num_labels == num_reordering_classes(m)
@@ -127,10 +119,10 @@ def test_examples_are_well_formed(built, corpus):
             assert len(label_to_permutation(label)) == n and 0 <= label < task.num_labels
 
 
-def test_label_restores_the_original_text(built, corpus):
+def test_label_restores_the_original_text(built, wiki_corpus):
     """Putting the input segments back in the order the label names gives a contiguous run of the
     document's tokens: the label is right, and the segments are consecutive pieces of one paragraph."""
-    docs, tok = corpus
+    docs, tok = wiki_corpus
     _, examples = built[3]
     sep = tok.token_to_id("[SEP]")
     doc_tokens = {}
@@ -201,10 +193,10 @@ def test_segment_ids_are_identical_across_labels(built):
     assert all(len(patterns) == 1 for patterns in by_length.values())
 
 
-def test_reshuffling_the_input_changes_only_the_label(built, corpus):
+def test_reshuffling_the_input_changes_only_the_label(built, wiki_corpus):
     """Every reordering of a real example's segments keeps segment_ids, length and tokens; only the label
     moves, through all n! values of that n."""
-    _, tok = corpus
+    _, tok = wiki_corpus
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     _, examples = built[4]
     done = 0
@@ -229,11 +221,11 @@ def test_reshuffling_the_input_changes_only_the_label(built, corpus):
     assert done == 20
 
 
-def test_segment_lengths_do_not_give_the_order_away(built, corpus):
+def test_segment_lengths_do_not_give_the_order_away(built, wiki_corpus):
     """A classifier that only sees the segment lengths (which input segment is the longest / shortest)
     and predicts the majority label per feature value, fitted on the very examples it is scored on, barely
     beats always answering the majority label of that n."""
-    _, tok = corpus
+    _, tok = wiki_corpus
     sep = tok.token_to_id("[SEP]")
     for _, examples in built.values():
         table = defaultdict(lambda: defaultdict(Counter))
@@ -254,8 +246,8 @@ def test_segment_lengths_do_not_give_the_order_away(built, corpus):
 # -- determinism and edge cases ----------------------------------------------------------------------------
 
 
-def test_build_is_deterministic_and_seeded(built, corpus, tmp_path_factory):
-    docs, tok = corpus
+def test_build_is_deterministic_and_seeded(built, wiki_corpus, tmp_path_factory):
+    docs, tok = wiki_corpus
     task, examples = built[3]
     again = task.build(docs, _context(tok, docs, tmp_path_factory))
     assert again["input_ids"] == examples["input_ids"] and again["label"] == examples["label"]
@@ -274,8 +266,8 @@ def _documents(rows: list[tuple[str, str, list[list[str]]]]) -> Dataset:
                               "sentences": [r[2] for r in rows]}, features=DOCUMENT_FEATURES)
 
 
-def test_edge_cases(corpus, tmp_path_factory):
-    docs, tok = corpus
+def test_edge_cases(wiki_corpus, tmp_path_factory):
+    docs, tok = wiki_corpus
     sep = tok.token_to_id("[SEP]")
     long_sentence = " ".join(["the river flows north through the old town"] * 40) + "."
     tiny = _documents([
@@ -305,8 +297,8 @@ def test_config_is_validated():
 # -- collate, head, loss -----------------------------------------------------------------------------------
 
 
-def test_collate_head_loss_and_metrics(built, corpus):
-    _, tok = corpus
+def test_collate_head_loss_and_metrics(built, wiki_corpus):
+    _, tok = wiki_corpus
     task, examples = built[3]
     rows = examples[:16]
     batch = task.collate(rows, torch.Generator().manual_seed(0))

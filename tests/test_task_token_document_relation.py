@@ -10,10 +10,9 @@ import pytest
 import torch
 from datasets import Dataset
 
-from data_builders.corpus import DOCUMENT_FEATURES, build_documents
+from data_builders.corpus import DOCUMENT_FEATURES
 from data_builders.segments import tokenize_sentences
 from data_builders.token_document_relation import build_token_document_relation, frequent_words, word_key
-from data_builders.tokenizer import train_wordpiece
 from ernie_cmtl import api
 from ernie_cmtl.config import ConfigError, ModelConfig, from_dict
 from ernie_cmtl.model import TokenClassificationHead
@@ -25,9 +24,8 @@ MAX_LEN = 128
 
 
 @pytest.fixture(scope="module")
-def setup(wiki_shards, tmp_path_factory):
-    docs = build_documents(wiki_shards[:1], max_documents=200)
-    tok = train_wordpiece((p for ps in docs["paragraphs"] for p in ps), vocab_size=4000)
+def setup(wiki_corpus, tmp_path_factory):
+    docs, tok = wiki_corpus
     ctx = BuildContext(tokenizer=tok, max_seq_len=MAX_LEN, seed=0, num_proc=1,
                        cache_dir=tmp_path_factory.mktemp("tdr"), train_documents=docs)
     return docs, tok, ctx
