@@ -100,11 +100,13 @@ def sentence_units(words: list[str], lexicon: Lexicon, use_entities: bool,
 
 def knowledge_masking_batch(batch: dict[str, list], *, tokenizer: Tokenizer, lexicon: Lexicon,
                             use_entities: bool, max_seq_len: int, max_phrase_words: int,
-                            min_tokens: int) -> dict[str, list]:
-    """``datasets.map`` function: a batch of documents -> a batch of examples."""
+                            min_tokens: int,
+                            starts: tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]
+                            ) -> dict[str, list]:
+    """``datasets.map`` function: a batch of documents -> a batch of examples. ``starts``: ``start_index`` of
+    the lexicon's titles and phrases (computed once per build, not per batch)."""
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     budget = max_seq_len - 2
-    starts = (start_index(lexicon.titles), start_index(lexicon.phrases))
     out: dict[str, list] = {"input_ids": [], "token_unit": [], "unit_level": [], "doc_id": []}
     for index, doc_id in enumerate(batch["id"]):
         sentences = document_sentences(batch, index, tokenizer)
@@ -146,6 +148,7 @@ def build_knowledge_masking(documents: Dataset, tokenizer: Tokenizer, lexicon: L
         num_proc=num_proc if num_proc > 1 else None,
         fn_kwargs={"tokenizer": tokenizer, "lexicon": lexicon, "use_entities": use_entities,
                    "max_seq_len": max_seq_len, "max_phrase_words": max_phrase_words,
-                   "min_tokens": min_tokens},
+                   "min_tokens": min_tokens,
+                   "starts": (start_index(lexicon.titles), start_index(lexicon.phrases))},
         desc="knowledge_masking",
     )
