@@ -90,6 +90,9 @@ def main() -> None:
     parser.add_argument("--finetune-lr", type=float, default=5e-4,
                         help="peak fine-tuning learning rate. Chosen on the mlm_only encoder, seed 0, 1200 steps: "
                              "SST-2 dev 0.742 at 5e-4, 0.662 at 1e-3, majority (0.509) at 2e-3")
+    parser.add_argument("--pair-head", choices=["match", "cls"], default="match",
+                        help="output layer of MRPC, RTE and STS-B (FinetuneConfig.pair_head): [CLS] plus "
+                             "soft-match features, or [CLS] alone")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds")
     parser.add_argument("--max-documents", type=int, default=3000)
     parser.add_argument("--max-train-examples", type=int, default=8000, help="per GLUE task")
@@ -103,7 +106,7 @@ def main() -> None:
     from ernie_cmtl.finetune import load_finetune_config
 
     started = time.perf_counter()
-    rows, forgetting, timings = {}, {}, {}
+    rows, forgetting, timings, reused = {}, {}, {}, []
     for name in args.strategies:
         run_dir = args.work / name
         config = api.configure(REPO / "configs" / "default.yaml",
@@ -113,7 +116,9 @@ def main() -> None:
                                 *strategy_overrides(name, args.pretrain_steps)],
                                [str(WIKI)], run_dir)
         t0 = time.perf_counter()
-        if not (run_dir / "checkpoints").is_dir():
+        if (run_dir / "checkpoints").is_dir():
+            reused.append(name)
+        else:
             api.pretrain(config, progress=False)
         timings[name] = {"pretrain_s": time.perf_counter() - t0}
         forgetting[name] = max_forgetting(run_dir)
@@ -121,6 +126,7 @@ def main() -> None:
         t0 = time.perf_counter()
         for seed in args.seeds:
             ft = load_finetune_config(None, [f"seed={seed}", f"max_steps={args.finetune_steps}", f"lr={args.finetune_lr}",
+                                             f"pair_head={args.pair_head}",
                                              f"max_seq_len={args.finetune_seq_len}",
                                              f"max_train_examples={args.max_train_examples}",
                                              f"run_dir={args.work / f'{name}_ft{seed}'}",
@@ -136,10 +142,13 @@ def main() -> None:
     elapsed = time.perf_counter() - started
     command = "python bench/compare_strategies.py " + " ".join(sys.argv[1:])
     lines = ["# Strategy comparison: downstream GLUE after equal-compute pretraining", "",
-             f"Reproduce: `{command.strip()}` ({elapsed / 60:.0f} min on this machine).", "",
+             f"Reproduce: `{command.strip()}` ({elapsed / 60:.0f} min on this machine"
+             + (f"; the pretraining runs of {', '.join(reused)} were reused from {args.work} and their time is "
+                "not included" if reused else "") + ").", "",
              f"Pretraining: debug encoder (2 x 128), {args.pretrain_steps} steps per strategy, batch 32, seq 128, "
              f"{args.max_documents} Wikipedia documents, seed 0. Fine-tuning: MT-DNN multi-task (hard sharing), "
              f"{args.finetune_steps} steps at peak lr {args.finetune_lr:g}, sequence length {args.finetune_seq_len}, "
+             f"pair head `{args.pair_head}`, "
              f"<= {args.max_train_examples} train "
              f"examples per task, seeds "
              f"{args.seeds}. Scores: dev accuracy (SST-2, RTE), Matthews corr. (CoLA), mean of accuracy and F1 "

@@ -57,7 +57,7 @@ from ernie_cmtl.glue import (
     read_glue,
     task_metrics,
 )
-from ernie_cmtl.model import Encoder, SequenceClassificationHead
+from ernie_cmtl.model import Encoder, PairMatchingHead, SequenceClassificationHead
 from pretrain_tasks.base import pad_sequences
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,11 @@ class FinetuneConfig:
     task_embedding_id: int = 0
     """Task-embedding row added to every fine-tuning input (0: the first pretraining task, knowledge masking
     in the default runs; see the checkpoint's trainer_state.json ``task_ids``); -1: none."""
+    pair_head: Literal["match", "cls"] = "match"
+    """Output layer of the tasks whose input is a pair of segments (MRPC, RTE, STS-B, wikiqp). ``match``: the
+    pooled [CLS] state plus kernel-pooled soft-match features of the two segments' tokens
+    (``model.PairMatchingHead``); ``cls``: the pooled [CLS] state alone (``SequenceClassificationHead``, as
+    single-sentence tasks)."""
     sharing: Literal["hard", "soft"] = "hard"
     """hard: one encoder for all tasks. soft: one encoder copy per task, tied by ``soft_sharing_weight``."""
     soft_sharing_weight: float = 1e-3
@@ -339,11 +344,14 @@ class FinetuneModel(nn.Module):
         self.kinds = dict(kinds)
 
     @classmethod
-    def build(cls, encoder: Encoder, tasks: list[BenchmarkTask], sharing: str) -> FinetuneModel:
-        """Fresh output layers on ``encoder`` (soft sharing: a deep copy of it per task)."""
+    def build(cls, encoder: Encoder, tasks: list[BenchmarkTask], sharing: str,
+              pair_head: str = "match") -> FinetuneModel:
+        """Fresh output layers on ``encoder`` (soft sharing: a deep copy of it per task). Tasks whose input is
+        a pair of segments get a :class:`PairMatchingHead` when ``pair_head == "match"``."""
         cfg = encoder.config
         encoders = {t.name: encoder if sharing == "hard" else copy.deepcopy(encoder) for t in tasks}
-        heads = {t.name: SequenceClassificationHead(cfg, t.num_labels) for t in tasks}
+        heads = {t.name: PairMatchingHead(cfg, t.num_labels) if t.kind != "single" and pair_head == "match"
+                 else SequenceClassificationHead(cfg, t.num_labels) for t in tasks}
         return cls(encoders, heads, {t.name: t.kind for t in tasks})
 
     def distinct_encoders(self) -> list[Encoder]:
@@ -357,9 +365,14 @@ class FinetuneModel(nn.Module):
 
     def forward(self, task: str, batch: dict[str, Tensor]) -> Tensor:
         """Class logits [B, C]; regression scores [B]; ranking scores [queries, candidates]."""
-        hidden = self.encoders[task](batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"),
-                                     batch.get("task_ids"))
-        logits = self.heads[task](hidden)
+        encoder, head = self.encoders[task], self.heads[task]
+        hidden = encoder(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"),
+                         batch.get("task_ids"))
+        if isinstance(head, PairMatchingHead):
+            logits = head(hidden, encoder.embeddings.word(batch["input_ids"]), batch["attention_mask"],
+                          batch["segment_ids"])
+        else:
+            logits = head(hidden)
         if self.kinds[task] == "regression":
             return logits.squeeze(-1)
         if self.kinds[task] == "ranking":
@@ -547,7 +560,8 @@ def finetune(checkpoint: str | Path, tasks: list[str] | str | None = None,
     log.info("fine-tuning %s on %s", pretrained.checkpoint,
              ", ".join(f"{n} ({len(d.train)} train / {len(d.dev)} dev)" for n, d in data.items()))
     torch.manual_seed(config.seed)
-    model = FinetuneModel.build(pretrained.encoder(), [d.spec for d in data.values()], config.sharing)
+    model = FinetuneModel.build(pretrained.encoder(), [d.spec for d in data.values()], config.sharing,
+                                config.pair_head)
     model.to(device)
     probabilities = sampling_probabilities({n: len(d.train) for n, d in data.items()}, config.sampling,
                                            config.temperature)

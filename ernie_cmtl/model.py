@@ -153,6 +153,65 @@ class SequenceClassificationHead(nn.Module):
         return self.classifier(self.dropout(torch.tanh(self.pooler(hidden[:, 0]))))
 
 
+KNRM_KERNELS: tuple[tuple[float, float], ...] = (
+    (1.0, 1e-3), (0.9, 0.1), (0.7, 0.1), (0.5, 0.1), (0.3, 0.1), (0.1, 0.1), (-0.1, 0.1), (-0.3, 0.1),
+    (-0.5, 0.1), (-0.7, 0.1), (-0.9, 0.1))
+"""(mean, width) of K-NRM's RBF kernels over cosine similarity: one exact-match kernel and ten soft ones."""
+
+
+def soft_match_features(states: Tensor, mask_a: Tensor, mask_b: Tensor,
+                        kernels: tuple[tuple[float, float], ...] = KNRM_KERNELS) -> Tensor:
+    """Kernel pooling (K-NRM, Xiong et al. 2017) of the cosine similarities between the tokens of two
+    segments of one sequence: for each token of A, each kernel's soft count of matching tokens in B, then
+    log1p and the mean over A's tokens; the same from B to A. ``states`` [B, L, H]; boolean masks [B, L]
+    -> [B, 2 * len(kernels)]. A segment with no tokens gives zeros."""
+    unit = F.normalize(states.float(), dim=-1)
+    similarity = unit @ unit.transpose(1, 2)  # [B, L, L]
+    a, b = mask_a.float(), mask_b.float()
+    a_sizes, b_sizes = a.sum(-1).clamp_min(1.0), b.sum(-1).clamp_min(1.0)
+    from_a, from_b = [], []
+    for mean, width in kernels:  # one [B, L, L] kernel matrix at a time, not [B, L, L, K]
+        kernel = torch.exp(-((similarity - mean) ** 2) / (2 * width**2))
+        from_a.append((torch.log1p((kernel * b[:, None, :]).sum(-1)) * a).sum(-1) / a_sizes)
+        from_b.append((torch.log1p((kernel * a[:, :, None]).sum(1)) * b).sum(-1) / b_sizes)
+    return torch.stack(from_a + from_b, dim=-1)
+
+
+class PairMatchingHead(nn.Module):
+    """Output layer for inputs that are a pair of segments (``[CLS] a [SEP] b [SEP]``): the BERT pooler's
+    [CLS] state beside soft-match features of the two segments (CEDR, MacAvaney et al. 2019: K-NRM kernel
+    pooling of the A x B token similarities, here of the word embeddings, i.e. lexical overlap, and of the
+    last layer). The match features are standardized by BatchNorm: their raw spread is ~0.01, too small for a
+    classifier to pick up within a fine-tuning run. Segment A excludes [CLS]."""
+
+    def __init__(self, cfg: ModelConfig, num_labels: int) -> None:
+        super().__init__()
+        num_features = 2 * 2 * len(KNRM_KERNELS)  # (word embeddings, last layer) x (A -> B, B -> A)
+        self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.norm = nn.BatchNorm1d(num_features)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(cfg.hidden_size + num_features, num_labels)
+        for linear in (self.pooler, self.classifier):
+            nn.init.normal_(linear.weight, std=cfg.initializer_range)
+            nn.init.zeros_(linear.bias)
+
+    def forward(self, hidden: Tensor, word_embeddings: Tensor, attention_mask: Tensor,
+                segment_ids: Tensor) -> Tensor:
+        real = attention_mask.bool()
+        mask_a = real & (segment_ids == 0)
+        mask_a[:, 0] = False
+        mask_b = real & (segment_ids == 1)
+        match = torch.cat([soft_match_features(word_embeddings, mask_a, mask_b),
+                           soft_match_features(hidden, mask_a, mask_b)], dim=-1)
+        if self.training and match.shape[0] == 1:  # batch statistics need two rows: use the running ones
+            match = F.batch_norm(match, self.norm.running_mean, self.norm.running_var, self.norm.weight,
+                                 self.norm.bias, training=False, eps=self.norm.eps)
+        else:
+            match = self.norm(match)
+        pooled = torch.tanh(self.pooler(hidden[:, 0]))
+        return self.classifier(self.dropout(torch.cat([pooled, match.to(pooled.dtype)], dim=-1)))
+
+
 class PretrainingModel(nn.Module):
     """The shared encoder plus one head per task. ``forward`` runs one task's batch and returns its logits."""
 
@@ -187,4 +246,5 @@ def count_parameters(module: nn.Module) -> int:
 
 
 __all__ = ["Encoder", "MaskedLMHead", "TokenClassificationHead", "SequenceClassificationHead",
+           "KNRM_KERNELS", "soft_match_features", "PairMatchingHead",
            "PretrainingModel", "flops_per_token", "count_parameters"]

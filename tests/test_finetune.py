@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,17 +19,20 @@ from ernie_cmtl.config import ConfigError, ModelConfig, from_dict
 from ernie_cmtl.finetune import (
     FinetuneConfig,
     FinetuneModel,
-    evaluate,
     load_finetune_config,
     load_pretrained,
-    load_task_data,
     sampling_probabilities,
     soft_sharing_penalty,
     task_order,
-    train_stage,
 )
 from ernie_cmtl.glue import BENCHMARK_TASKS
-from ernie_cmtl.model import Encoder
+from ernie_cmtl.model import (
+    KNRM_KERNELS,
+    Encoder,
+    PairMatchingHead,
+    SequenceClassificationHead,
+    soft_match_features,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -201,6 +204,11 @@ def test_hard_sharing_has_one_encoder_soft_sharing_one_per_task():
     assert hard("sst2", batch).shape == (8, 2)
     single = soft.single_task("stsb")
     assert list(single.heads) == ["stsb"] and single.encoders["stsb"] is not soft.encoders["stsb"]
+    assert [type(h) for h in hard.heads.values()] == [SequenceClassificationHead, PairMatchingHead,
+                                                      PairMatchingHead]
+    cls_only = FinetuneModel.build(_tiny_encoder(), specs, "hard", pair_head="cls")
+    assert all(type(h) is SequenceClassificationHead for h in cls_only.heads.values())
+    assert cls_only("wikiqp", batch).shape == (2, 4)
 
 
 def test_task_embedding_id_must_fit_the_checkpoint(tmp_path):
@@ -215,6 +223,7 @@ def test_task_embedding_id_must_fit_the_checkpoint(tmp_path):
 
 def test_two_stages_with_soft_sharing_and_no_task_embedding(tmp_path, pretrained_run):
     config = _config(tmp_path, "sharing=soft", "soft_sharing_weight=1.0", "max_steps=6", "per_task_steps=3",
+                     "pair_head=cls",
                      "task_embedding_id=-1", "max_train_examples=64", "max_eval_examples=48", "max_seq_len=32",
                      "batch_size=8", "log_every=1", "sampling=uniform")
     results = api.finetune(pretrained_run, "sst2,STS-B", config, progress=False)
@@ -230,12 +239,52 @@ def test_two_stages_with_soft_sharing_and_no_task_embedding(tmp_path, pretrained
     assert (tmp_path / "finetune" / "train.log").is_file()
 
 
+# -- the pair head's soft-match features
+
+
+def test_soft_match_features_count_exact_matches_and_ignore_padding():
+    eye = torch.eye(6)
+    # [CLS] a1 a2 | b1 b2 b3 | pad: a1 = b1 exactly, a2 matches nothing, b3 = a1 as well
+    states = torch.stack([eye[0], eye[1], eye[2], eye[1], eye[3], eye[1], eye[5]])[None]
+    mask_a = torch.tensor([[False, True, True, False, False, False, False]])
+    mask_b = torch.tensor([[False, False, False, True, True, True, False]])
+    features = soft_match_features(states, mask_a, mask_b)
+    exact_a, exact_b = features[0, 0], features[0, len(KNRM_KERNELS)]
+    assert features.shape == (1, 2 * len(KNRM_KERNELS))
+    assert exact_a == pytest.approx(math.log(3) / 2, abs=1e-6)  # a1 matches b1 and b3; a2 nothing
+    assert exact_b == pytest.approx(2 * math.log(2) / 3, abs=1e-6)  # b1 and b3 match a1; b2 nothing
+    padded = torch.cat([states, torch.randn(1, 3, 6)], dim=1)
+    pad = torch.zeros(1, 3, dtype=torch.bool)
+    torch.testing.assert_close(soft_match_features(padded, torch.cat([mask_a, pad], 1),
+                                                   torch.cat([mask_b, pad], 1)), features)
+    assert soft_match_features(states, mask_a, torch.zeros_like(mask_b)).abs().max() == 0
+
+
+def test_pair_matching_head_takes_single_pairs_and_is_deterministic_in_eval():
+    encoder = _tiny_encoder()
+    head = PairMatchingHead(encoder.config, 2)
+    ids = torch.tensor([[1, 5, 6, 2, 5, 7, 2, 0]])
+    mask, segments = (ids != 0).long(), torch.tensor([[0, 0, 0, 0, 1, 1, 1, 0]])
+    hidden = encoder(ids, mask, segments)
+    head.train()
+    head(hidden, encoder.embeddings.word(ids), mask, segments).sum().backward()  # a batch of one trains
+    head.eval(), encoder.eval()
+    batch = [t.repeat(3, 1) for t in (ids, mask, segments)]
+    first = head(encoder(*batch), encoder.embeddings.word(batch[0]), batch[1], batch[2])
+    assert first.shape == (3, 2)
+    torch.testing.assert_close(first, head(encoder(*batch), encoder.embeddings.word(batch[0]), batch[1], batch[2]))
+
+
 # -- each output-layer kind learns from its real data (a tiny encoder, so the bars are the input-blind ones)
-# Measured on this fixture (seeds 0/1/2): SST-2 accuracy 0.69/0.68/0.66 (majority 0.51); STS-B Pearson
-# 0.14/0.14/0.12 (mean prediction 0); wikiqp accuracy@1 0.36/0.39 (random 0.25). MRPC/RTE dev accuracy stays
-# at or below the majority class (0.66-0.69 vs 0.684; 0.47-0.52 vs 0.527): telling paraphrases apart needs
-# matching words across the two segments, which this encoder does not learn from 3.7k pairs in a CPU test
-# budget, so the pair head is checked on the pairs it trained on instead.
+# Measured on this fixture. The fixture's tokenizer differs from session to session (HF WordPiece training is
+# not deterministic across processes), so the MRPC and STS-B figures come from four fresh fixture pretrainings.
+#   SST-2 ([CLS] head) accuracy 0.69/0.68/0.66 over seeds 0/1/2 (majority 0.51).
+#   MRPC (match head, 200 steps) accuracy 0.735/0.730/0.728/0.750 (majority 0.684). With the [CLS] head alone
+#   0.681: it memorizes the training pairs instead of comparing the two sentences.
+#   STS-B Pearson, match head 0.582/0.585/0.584/0.585; [CLS] head 0.130/0.161/0.173/0.153 (mean prediction 0).
+#   wikiqp accuracy@1, match head 0.808/0.813 (300 steps, two fixtures); [CLS] head 0.32-0.39 after 1000
+#   steps (random 0.25).
+# RTE stays at its majority class with either head (0.53 vs 0.527). Word overlap alone reaches 0.578 there.
 
 
 def _learn(pretrained_run: Path, tmp_path: Path, task: str, *overrides: str) -> dict:
@@ -251,38 +300,27 @@ def test_single_sentence_classification_beats_the_majority_class(tmp_path, pretr
 
 
 @pytest.mark.slow
+def test_pair_classification_beats_the_majority_class(tmp_path, pretrained_run):
+    results = _learn(pretrained_run, tmp_path, "mrpc", "max_seq_len=64", "max_steps=200", "lr=1e-3")
+    assert results["baseline"]["mrpc"]["accuracy"] == pytest.approx(279 / 408)
+    assert results["dev"]["mrpc"]["accuracy"] > 0.70, results["dev"]
+
+
+@pytest.mark.slow
 def test_similarity_regression_beats_the_mean_prediction(tmp_path, pretrained_run):
     results = _learn(pretrained_run, tmp_path, "stsb", "max_train_examples=4000", "max_steps=600", "lr=3e-3")
     assert results["baseline"]["stsb"]["pearson"] == 0.0
     dev = results["dev"]["stsb"]
-    assert dev["pearson"] > 0.08 and dev["spearman"] > 0.08, dev
+    assert dev["pearson"] > 0.4 and dev["spearman"] > 0.4, dev
 
 
 @pytest.mark.slow
 def test_pairwise_ranking_beats_a_random_ranking(tmp_path, pretrained_run):
-    results = _learn(pretrained_run, tmp_path, "wikiqp", "max_steps=1000", "batch_size=128", "lr=2e-3",
+    results = _learn(pretrained_run, tmp_path, "wikiqp", "max_steps=300", "batch_size=128", "lr=2e-3",
                      "max_eval_examples=400")
     assert results["baseline"]["wikiqp"]["accuracy_at_1"] == 0.25
-    assert results["dev"]["wikiqp"]["accuracy_at_1"] > 0.30, results["dev"]
-    assert results["dev"]["wikiqp"]["mrr"] > results["baseline"]["wikiqp"]["mrr"] + 0.03
-
-
-@pytest.mark.slow
-def test_pair_classification_learns_its_training_pairs(tmp_path, pretrained_run):
-    config = _config(tmp_path, "max_train_examples=256", "max_seq_len=64", "lr=2e-3")
-    pretrained = load_pretrained(pretrained_run)
-    pad_id, cpu = pretrained.tokenizer.token_to_id("[PAD]"), torch.device("cpu")
-    data = {"mrpc": load_task_data("mrpc", config, pretrained.tokenizer)}
-    torch.manual_seed(0)
-    model = FinetuneModel.build(pretrained.encoder(), [data["mrpc"].spec], "hard")
-    losses = train_stage(model, data, ["mrpc"] * 200, config, pad_id, cpu, stage="mrpc")
-    seen = {"mrpc": replace(data["mrpc"], dev=data["mrpc"].train)}
-    fit = evaluate(model, seen, config, pad_id, cpu)["mrpc"]
-    positives = sum(data["mrpc"].train.labels) / len(data["mrpc"].train)
-    assert fit["accuracy"] > max(positives, 1 - positives) + 0.15, fit
-    assert sum(loss for *_, loss in losses[-20:]) / 20 < 0.4
-    dev = evaluate(model, data, config, pad_id, cpu)["mrpc"]
-    assert set(dev) == {"accuracy", "f1", "score"} and 0.0 < dev["accuracy"] < 1.0
+    assert results["dev"]["wikiqp"]["accuracy_at_1"] > 0.6, results["dev"]
+    assert results["dev"]["wikiqp"]["mrr"] > results["baseline"]["wikiqp"]["mrr"] + 0.2
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
