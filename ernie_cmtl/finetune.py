@@ -5,11 +5,13 @@ and tokenizer -> each task's train/dev examples (:mod:`ernie_cmtl.glue`), tokeni
 fine-tuning, each step one task's batch through the encoder and that task's output layer -> optional stage 2:
 a copy of the multi-task model fine-tuned on each task alone -> dev metrics, written to ``results.json``.
 
-MT-DNN's four output-layer kinds, all on the pooled first-token state (``SequenceClassificationHead``):
-single-sentence classification (SST-2, CoLA) and pair classification (MRPC, RTE) with cross-entropy,
-similarity regression (STS-B, one output, mean squared error), and pairwise ranking (``wikiqp``: a query with
-K candidate passages, one relevant; each (query, passage) pair gets one score and the loss is cross-entropy of a
-softmax over the K scores).
+MT-DNN's four output-layer kinds: single-sentence classification (SST-2, CoLA) and pair classification (MRPC,
+RTE) with cross-entropy, similarity regression (STS-B, one output, mean squared error), and pairwise ranking
+(``wikiqp``: a query with K candidate passages, one relevant; each (query, passage) pair gets one score and the
+loss is cross-entropy of a softmax over the K scores). Single sentences use the pooled first-token state
+(``SequenceClassificationHead``). Pair inputs by default add soft-match features of their two segments
+(``PairMatchingHead``; ``pair_head: cls`` turns that off). docs/FINETUNING.md explains why and what it
+measured.
 
 Sharing: ``hard`` trains one encoder for all tasks; ``soft`` gives every task its own copy of the pretrained
 encoder and adds ``soft_sharing_weight * soft_sharing_penalty(copies)`` to every step's loss.
