@@ -164,7 +164,9 @@ def _stage_groups(cfg: ScheduleConfig, tasks: list[str]) -> list[list[str]]:
         for task in group:
             if task not in tasks:
                 raise ConfigError(f"schedule.stages[{i}]: task '{task}' has no section under tasks "
-                                  f"(configured: {', '.join(tasks)})")
+                                  f"(configured: {', '.join(tasks)}). When tasks is overridden, override the "
+                                  f"stages too, e.g. --set 'schedule.stages=[{', '.join(tasks)}]', or "
+                                  "--set schedule.stages=[] for one stage per task in the tasks order")
             if task in seen:
                 raise ConfigError(f"schedule.stages[{i}]: task '{task}' is introduced twice")
             if task in cfg.always_include:
@@ -176,7 +178,8 @@ def _stage_groups(cfg: ScheduleConfig, tasks: list[str]) -> list[list[str]]:
             raise ConfigError(f"schedule.always_include: task '{task}' has no section under tasks")
     missing = [t for t in tasks if t not in seen and t not in cfg.always_include]
     if missing:
-        raise ConfigError(f"schedule.stages: tasks {missing} are configured but never scheduled")
+        raise ConfigError(f"schedule.stages: tasks {missing} are configured but never scheduled (add them to "
+                          "schedule.stages, or set schedule.stages=[] for one stage per task)")
     return groups
 
 

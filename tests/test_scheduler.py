@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -155,6 +156,17 @@ def test_explicit_plan_and_its_errors():
 def test_bad_schedules_fail_at_load_time(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config(None, [override])
+
+
+def test_overriding_tasks_under_configured_stages_says_how_to_fix_it():
+    default = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    tasks = "tasks={knowledge_masking: {}, capitalization: {}}"
+    with pytest.raises(ConfigError, match=r"--set 'schedule.stages=\[knowledge_masking, capitalization\]'"):
+        load_config(default, [tasks])
+    for stages in ("schedule.stages=[knowledge_masking, capitalization]", "schedule.stages=[]"):
+        config = load_config(default, [tasks, stages])
+        plan = build_plan(config.schedule, list(config.tasks), config.train.max_steps, config.seed)
+        assert [stage.new_tasks for stage in plan.stages] == [("knowledge_masking",), ("capitalization",)]
 
 
 def test_allocation_rule_is_replaceable():

@@ -5,15 +5,14 @@ from dataclasses import replace
 
 import pytest
 import torch
-from datasets import Dataset
+from corpus_helpers import hand_made_documents, wiki_context
 
 from data_builders.capitalization import ALL_CAPS, CAPITALIZED, LOWER, build_capitalization, case_label
-from data_builders.corpus import DOCUMENT_FEATURES
 from data_builders.tokenizer import train_wordpiece
 from ernie_cmtl import api
 from ernie_cmtl.config import ConfigError, ModelConfig, from_dict
 from ernie_cmtl.model import TokenClassificationHead
-from pretrain_tasks.base import IGNORE_INDEX, BuildContext, SpecialIds
+from pretrain_tasks.base import IGNORE_INDEX, SpecialIds
 from pretrain_tasks.capitalization import CapitalizationConfig, CapitalizationTask
 from pretrain_tasks.registry import get_task_class
 
@@ -22,10 +21,7 @@ MAX_LEN = 128
 
 @pytest.fixture(scope="module")
 def setup(wiki_corpus, tmp_path_factory):
-    docs, tok = wiki_corpus
-    ctx = BuildContext(tokenizer=tok, max_seq_len=MAX_LEN, seed=0, num_proc=1,
-                       cache_dir=tmp_path_factory.mktemp("cap"), train_documents=docs)
-    return docs, tok, ctx
+    return wiki_context(wiki_corpus, tmp_path_factory.mktemp("cap"), MAX_LEN)
 
 
 def _task(tok, **config) -> CapitalizationTask:
@@ -37,13 +33,6 @@ def built(setup):
     docs, tok, ctx = setup
     task = _task(tok)
     return task, task.build(docs, ctx)
-
-
-def _documents(*docs: list[list[str]]) -> Dataset:
-    """Hand-made documents: each given as paragraphs of sentences."""
-    columns = {"id": [str(i) for i in range(len(docs))], "title": [""] * len(docs),
-               "paragraphs": [[" ".join(p) for p in paragraphs] for paragraphs in docs], "sentences": list(docs)}
-    return Dataset.from_dict(columns, features=DOCUMENT_FEATURES)
 
 
 def _words(tok, ids: list[int], labels: list[int]) -> list[tuple[str, int]]:
@@ -110,7 +99,7 @@ def test_case_label_rules():
 
 def test_labels_follow_the_original_words(setup):
     _, tok, _ = setup
-    docs = _documents([["In 1990 the NASA team met Apple engineers in Paris.",
+    docs = hand_made_documents([["In 1990 the NASA team met Apple engineers in Paris.",
                         "They used iPhones, not computers."]])
     examples = build_capitalization(docs, tok, max_seq_len=MAX_LEN, scheme="three_way", min_tokens=1)
     (ids,), (labels,) = examples["input_ids"], examples["labels"]
@@ -122,7 +111,7 @@ def test_labels_follow_the_original_words(setup):
 
 def test_sentence_initial_words_can_be_left_out(setup):
     _, tok, _ = setup
-    docs = _documents([["The Apple tree grew.", "\"Apples\" she said.", "It rained."]])
+    docs = hand_made_documents([["The Apple tree grew.", "\"Apples\" she said.", "It rained."]])
     all_words = build_capitalization(docs, tok, max_seq_len=MAX_LEN, min_tokens=1)["labels"][0]
     no_initial = build_capitalization(docs, tok, max_seq_len=MAX_LEN, sentence_initial=False,
                                       min_tokens=1)["labels"][0]
@@ -164,7 +153,7 @@ def test_build_is_deterministic(setup, built):
 
 def test_edge_cases(setup):
     _, tok, _ = setup
-    docs = _documents(
+    docs = hand_made_documents(
         [["Only one sentence here, written by Alice in London."]],  # one sentence, one paragraph
         [["First paragraph of Bob's text is this."], ["Second paragraph follows it."]],
         [["A very long sentence " + " ".join(f"Word{i} and" for i in range(200)) + "."]],  # truncated
@@ -174,11 +163,11 @@ def test_edge_cases(setup):
     assert max(len(ids) for ids in examples["input_ids"]) <= 32
     assert all(y != IGNORE_INDEX for row in examples["labels"] for y in row[1:2])
 
-    no_cased = _documents([["Too short."]], [["1990, 2000, 2010, 2020, 2030, 2040 (± 5 %)."]])
+    no_cased = hand_made_documents([["Too short."]], [["1990, 2000, 2010, 2020, 2030, 2040 (± 5 %)."]])
     with pytest.raises(ValueError, match=r"found 0 in 2 documents"):
         build_capitalization(no_cased, tok, max_seq_len=MAX_LEN)
     with pytest.raises(ValueError, match=r"found 0 in 0 documents"):
-        build_capitalization(_documents(), tok, max_seq_len=MAX_LEN)
+        build_capitalization(hand_made_documents(), tok, max_seq_len=MAX_LEN)
     with pytest.raises(ValueError, match="scheme"):
         build_capitalization(docs, tok, max_seq_len=MAX_LEN, scheme="title")
 

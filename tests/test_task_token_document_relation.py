@@ -8,15 +8,14 @@ from itertools import pairwise
 
 import pytest
 import torch
-from datasets import Dataset
+from corpus_helpers import hand_made_documents, wiki_context
 
-from data_builders.corpus import DOCUMENT_FEATURES
 from data_builders.segments import tokenize_sentences
 from data_builders.token_document_relation import build_token_document_relation, frequent_words, word_key
 from ernie_cmtl import api
 from ernie_cmtl.config import ConfigError, ModelConfig, from_dict
 from ernie_cmtl.model import TokenClassificationHead
-from pretrain_tasks.base import IGNORE_INDEX, BuildContext, SpecialIds
+from pretrain_tasks.base import IGNORE_INDEX, SpecialIds
 from pretrain_tasks.registry import get_task_class
 from pretrain_tasks.token_document_relation import TokenDocumentRelationConfig, TokenDocumentRelationTask
 
@@ -25,10 +24,7 @@ MAX_LEN = 128
 
 @pytest.fixture(scope="module")
 def setup(wiki_corpus, tmp_path_factory):
-    docs, tok = wiki_corpus
-    ctx = BuildContext(tokenizer=tok, max_seq_len=MAX_LEN, seed=0, num_proc=1,
-                       cache_dir=tmp_path_factory.mktemp("tdr"), train_documents=docs)
-    return docs, tok, ctx
+    return wiki_context(wiki_corpus, tmp_path_factory.mktemp("tdr"), MAX_LEN)
 
 
 def _task(tok, **config) -> TokenDocumentRelationTask:
@@ -40,13 +36,6 @@ def built(setup):
     docs, tok, ctx = setup
     task = _task(tok)
     return task, task.build(docs, ctx)
-
-
-def _documents(*docs: list[list[str]]) -> Dataset:
-    """Hand-made documents (no titles): each given as paragraphs of sentences."""
-    columns = {"id": [str(i) for i in range(len(docs))], "title": [""] * len(docs),
-               "paragraphs": [[" ".join(p) for p in paragraphs] for paragraphs in docs], "sentences": list(docs)}
-    return Dataset.from_dict(columns, features=DOCUMENT_FEATURES)
 
 
 def _labelled_words(tok, ids: list[int], labels: list[int]) -> list[tuple[tuple[int, ...], int]]:
@@ -140,7 +129,7 @@ def test_labels_on_a_hand_made_document(setup):
     lengths = [len(s.ids) for s in tokenize_sentences(tok, sentences)]
     budget = max(lengths)
     assert all(a + b > budget for a, b in pairwise(lengths))  # one sentence per segment
-    docs = _documents([sentences[:2], sentences[2:]], [["A single short sentence is one segment only."]])
+    docs = hand_made_documents([sentences[:2], sentences[2:]], [["A single short sentence is one segment only."]])
     examples = build_token_document_relation(docs, tok, {"has"}, segment_tokens=budget, min_tokens=1)
     assert examples["doc_id"] == ["0", "0", "0"] and examples["segment"] == [0, 1, 2]
     words = [[(tok.decode(list(w)), y) for w, y in _labelled_words(tok, ids, labels)]
@@ -186,7 +175,7 @@ def test_build_is_deterministic(setup, built, tmp_path):
 
 def test_edge_cases(setup):
     docs, tok, ctx = setup
-    short = _documents([["Only one sentence here."]], [["One paragraph.", "Two sentences."]],
+    short = hand_made_documents([["Only one sentence here."]], [["One paragraph.", "Two sentences."]],
                        [["Para one is short."], ["Para two too."]])
     with pytest.raises(ValueError, match=r">= 2 segments of <= 64 tokens.*found 0 in 3 documents"):
         build_token_document_relation(short, tok, set(), segment_tokens=64)
@@ -194,7 +183,7 @@ def test_edge_cases(setup):
         _task(tok).build(short, replace(ctx, cache_dir=ctx.cache_dir / "short"))
     # a single over-long sentence is one truncated segment; with a second sentence it gives two examples
     long_sentence = "Words " + " ".join(f"w{i} and" for i in range(100)) + "."
-    docs = _documents([[long_sentence, "The w3 word and others."]])
+    docs = hand_made_documents([[long_sentence, "The w3 word and others."]])
     examples = build_token_document_relation(docs, tok, set(), segment_tokens=30, min_tokens=1)
     assert len(examples) == 2 and max(len(ids) for ids in examples["input_ids"]) <= 32
     # segment_tokens is capped by max_seq_len
