@@ -184,11 +184,11 @@ class PairMatchingHead(nn.Module):
     last layer). The match features are standardized by BatchNorm: their raw spread is ~0.01, too small for a
     classifier to pick up within a fine-tuning run. Segment A excludes [CLS].
 
-    The last layer's similarities are read without gradient. With the gradient let through them (amplified
-    by BatchNorm's 1/std), one of three multi-task fine-tuning seeds of a 2 x 128 encoder stopped learning
-    altogether: SST-2 stayed at its majority class and the GLUE average fell from ~0.53 to 0.37. Detached,
-    that seed reached 0.52. The word-embedding similarities keep their gradient, which did not destabilize
-    training."""
+    The match features are read without gradient: they are inputs computed from the encoder's current
+    weights, like DrQA's exact-match features, and the encoder learns only through the [CLS] path. With the
+    gradient let through (amplified by BatchNorm's 1/std), multi-task fine-tuning of 2 x 128 encoders stopped
+    learning in some seeds: SST-2 stayed at its majority class (bench/compare_strategies.py, docs/FINETUNING.md).
+    """
 
     def __init__(self, cfg: ModelConfig, num_labels: int) -> None:
         super().__init__()
@@ -207,8 +207,9 @@ class PairMatchingHead(nn.Module):
         mask_a = real & (segment_ids == 0)
         mask_a[:, 0] = False
         mask_b = real & (segment_ids == 1)
-        match = torch.cat([soft_match_features(word_embeddings, mask_a, mask_b),
-                           soft_match_features(hidden.detach(), mask_a, mask_b)], dim=-1)
+        with torch.no_grad():
+            match = torch.cat([soft_match_features(word_embeddings, mask_a, mask_b),
+                               soft_match_features(hidden, mask_a, mask_b)], dim=-1)
         if self.training and match.shape[0] == 1:  # batch statistics need two rows: use the running ones
             match = F.batch_norm(match, self.norm.running_mean, self.norm.running_var, self.norm.weight,
                                  self.norm.bias, training=False, eps=self.norm.eps)

@@ -270,8 +270,8 @@ def test_pair_matching_head_takes_single_pairs_and_is_deterministic_in_eval():
     hidden.retain_grad(), words.retain_grad()
     head.train()
     head(hidden, words, mask, segments).sum().backward()  # a batch of one trains
-    assert hidden.grad[:, 1:].abs().max() == 0 and hidden.grad[:, 0].abs().max() > 0  # last layer: [CLS] only
-    assert words.grad[:, 1:].abs().max() > 0  # the lexical similarities pass their gradient on
+    assert hidden.grad[:, 1:].abs().max() == 0 and hidden.grad[:, 0].abs().max() > 0  # only through [CLS]
+    assert words.grad is None  # the match features pass no gradient on
     head.eval(), encoder.eval()
     batch = [t.repeat(3, 1) for t in (ids, mask, segments)]
     first = head(encoder(*batch), encoder.embeddings.word(batch[0]), batch[1], batch[2])
@@ -283,12 +283,12 @@ def test_pair_matching_head_takes_single_pairs_and_is_deterministic_in_eval():
 # Measured on this fixture. The fixture's tokenizer differs from session to session (HF WordPiece training is
 # not deterministic across processes), so the MRPC and STS-B figures come from four fresh fixture pretrainings.
 #   SST-2 ([CLS] head) accuracy 0.69/0.68/0.66 over seeds 0/1/2 (majority 0.51).
-#   MRPC (match head, 200 steps) accuracy 0.733/0.743/0.728/0.733 (majority 0.684). With the [CLS] head
-#   alone 0.681: it memorizes the training pairs instead of comparing the two sentences.
-#   STS-B Pearson, match head 0.562/0.592 (two fixtures); [CLS] head 0.130/0.161/0.173/0.153 (mean 0).
-#   wikiqp accuracy@1, match head 0.800/0.788 (300 steps, two fixtures); [CLS] head 0.32-0.39 after 1000
+#   MRPC (match head, 300 steps at 2e-3) accuracy 0.752/0.750/0.745/0.748 (majority 0.684). The [CLS] head
+#   alone: 0.689/0.701. It memorizes the training pairs instead of comparing the two sentences.
+#   STS-B Pearson, match head 0.524/0.571 (two fixtures); [CLS] head 0.130/0.161/0.173/0.153 (mean 0).
+#   wikiqp accuracy@1, match head 0.693/0.668 (300 steps, two fixtures); [CLS] head 0.32-0.39 after 1000
 #   steps (random 0.25).
-# RTE stays at its majority class with either head (0.53 vs 0.527). Word overlap alone reaches 0.578 there.
+# RTE (300 steps at 1e-3, length 128; not asserted): match head 0.574, [CLS] head 0.527, majority 0.527.
 
 
 def _learn(pretrained_run: Path, tmp_path: Path, task: str, *overrides: str) -> dict:
@@ -305,9 +305,9 @@ def test_single_sentence_classification_beats_the_majority_class(tmp_path, pretr
 
 @pytest.mark.slow
 def test_pair_classification_beats_the_majority_class(tmp_path, pretrained_run):
-    results = _learn(pretrained_run, tmp_path, "mrpc", "max_seq_len=64", "max_steps=200", "lr=1e-3")
+    results = _learn(pretrained_run, tmp_path, "mrpc", "max_seq_len=64", "max_steps=300", "lr=2e-3")
     assert results["baseline"]["mrpc"]["accuracy"] == pytest.approx(279 / 408)
-    assert results["dev"]["mrpc"]["accuracy"] > 0.70, results["dev"]
+    assert results["dev"]["mrpc"]["accuracy"] > 0.71, results["dev"]
 
 
 @pytest.mark.slow
@@ -323,7 +323,7 @@ def test_pairwise_ranking_beats_a_random_ranking(tmp_path, pretrained_run):
     results = _learn(pretrained_run, tmp_path, "wikiqp", "max_steps=300", "batch_size=128", "lr=2e-3",
                      "max_eval_examples=400")
     assert results["baseline"]["wikiqp"]["accuracy_at_1"] == 0.25
-    assert results["dev"]["wikiqp"]["accuracy_at_1"] > 0.6, results["dev"]
+    assert results["dev"]["wikiqp"]["accuracy_at_1"] > 0.55, results["dev"]
     assert results["dev"]["wikiqp"]["mrr"] > results["baseline"]["wikiqp"]["mrr"] + 0.2
 
 
