@@ -143,8 +143,8 @@ def main() -> None:
     command = "python bench/compare_strategies.py " + " ".join(sys.argv[1:])
     lines = ["# Strategy comparison: downstream GLUE after equal-compute pretraining", "",
              f"Reproduce: `{command.strip()}` ({elapsed / 60:.0f} min on this machine"
-             + (f"; the pretraining runs of {', '.join(reused)} were reused from {args.work} and their time is "
-                "not included" if reused else "") + ").", "",
+             + (f"; the pretraining runs of {', '.join(reused)} were reused from {args.work.name}/ and their "
+                "time is not included" if reused else "") + ").", "",
              f"Pretraining: debug encoder (2 x 128), {args.pretrain_steps} steps per strategy, batch 32, seq 128, "
              f"{args.max_documents} Wikipedia documents, seed 0. Fine-tuning: MT-DNN multi-task (hard sharing), "
              f"{args.finetune_steps} steps at peak lr {args.finetune_lr:g}, sequence length {args.finetune_seq_len}, "
