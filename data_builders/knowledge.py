@@ -12,6 +12,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 
 STOPWORDS = frozenset(
     """a an the and or but nor of in on at to for from by with without as is are was were be been being am
@@ -102,7 +103,7 @@ def start_index(spans: Iterable[tuple[str, ...]]) -> dict[str, tuple[int, ...]]:
     return {word: tuple(sorted(ls, reverse=True)) for word, ls in lengths.items()}
 
 
-def find_phrase_spans(words: Sequence[str], phrases: set[tuple[str, ...]], max_words: int = 4,
+def find_phrase_spans(words: Sequence[str], phrases: AbstractSet[tuple[str, ...]], max_words: int = 4,
                       blocked: Sequence[bool] | None = None,
                       starts: dict[str, tuple[int, ...]] | None = None) -> list[tuple[int, int]]:
     """Greedy longest-match of ``phrases`` over lowercased ``words``: non-overlapping [start, end) spans.
@@ -147,7 +148,7 @@ def _is_initial_dot(words: Sequence[str], j: int) -> bool:
     return words[j] == "." and len(words[j - 1]) == 1 and words[j - 1].isupper()
 
 
-def find_entity_spans(words: Sequence[str], gazetteer: set[tuple[str, ...]] | None = None,
+def find_entity_spans(words: Sequence[str], gazetteer: AbstractSet[tuple[str, ...]] | None = None,
                       max_title_words: int = 8,
                       starts: dict[str, tuple[int, ...]] | None = None) -> list[tuple[int, int]]:
     """Entity-like [start, end) spans over cased ``words`` of one sentence: title matches first (longest

@@ -28,12 +28,21 @@ LEVELS = ("word", "phrase", "entity")
 WORD, PHRASE, ENTITY = range(3)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Lexicon:
-    """Phrases and title entities mined from the training documents (lowercased word tuples)."""
+    """Phrases and title entities mined from the training documents (lowercased word tuples), with their
+    ``start_index`` (built once here, not once per sentence or per map batch)."""
 
-    phrases: set[tuple[str, ...]] = field(default_factory=set)
-    titles: set[tuple[str, ...]] = field(default_factory=set)
+    phrases: frozenset[tuple[str, ...]] = frozenset()
+    titles: frozenset[tuple[str, ...]] = frozenset()
+    phrase_starts: dict[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
+    title_starts: dict[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "phrases", frozenset(self.phrases))
+        object.__setattr__(self, "titles", frozenset(self.titles))
+        object.__setattr__(self, "phrase_starts", start_index(self.phrases))
+        object.__setattr__(self, "title_starts", start_index(self.titles))
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -58,7 +67,7 @@ def build_lexicon(documents: Dataset, tokenizer: Tokenizer, *, phrases: bool, ti
     def split_words(text: str) -> list[str]:
         return [w for w, _ in pre.pre_tokenize_str(text)]
 
-    lexicon = Lexicon()
+    mined: set[tuple[str, ...]] = set()
     if phrases:
         step = max(1, len(documents) // sample_documents)
         sample = documents.select(range(0, len(documents), step)[:sample_documents])
@@ -66,27 +75,23 @@ def build_lexicon(documents: Dataset, tokenizer: Tokenizer, *, phrases: bool, ti
             [w.lower() for w in split_words(sentence)]
             for doc in sample["sentences"] for paragraph in doc for sentence in paragraph
         )
-        lexicon.phrases = mine_phrases(sentences, min_count=min_count, threshold=threshold, passes=passes,
+        mined = mine_phrases(sentences, min_count=min_count, threshold=threshold, passes=passes,
                                        max_words=max_words)
-    if titles:
-        lexicon.titles = title_gazetteer(documents["title"], split_words)
-    return lexicon
+    return Lexicon(mined, title_gazetteer(documents["title"], split_words) if titles else set())
 
 
 def sentence_units(words: list[str], lexicon: Lexicon, use_entities: bool,
-                   max_phrase_words: int,
-                   starts: tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]] | None = None,
-                   ) -> list[tuple[int, int, int]]:
+                   max_phrase_words: int) -> list[tuple[int, int, int]]:
     """Partition a sentence's words into (start, end, level) units: entities first, then phrases among
-    the remaining words, then single words. ``starts``: ``start_index`` of the titles and of the phrases,
-    computed once by callers that process many sentences."""
-    title_starts, phrase_starts = starts if starts is not None else (None, None)
-    entities = find_entity_spans(words, lexicon.titles, starts=title_starts) if use_entities else []
+    the remaining words, then single words."""
+    entities = (find_entity_spans(words, lexicon.titles, starts=lexicon.title_starts) if use_entities
+                else [])
     blocked = [False] * len(words)
     for start, end in entities:
         blocked[start:end] = [True] * (end - start)
     lower = [w.lower() for w in words]
-    phrases = (find_phrase_spans(lower, lexicon.phrases, max_phrase_words, blocked, starts=phrase_starts)
+    phrases = (find_phrase_spans(lower, lexicon.phrases, max_phrase_words, blocked,
+                                 starts=lexicon.phrase_starts)
                if lexicon.phrases else [])
     spans = sorted([(s, e, ENTITY) for s, e in entities] + [(s, e, PHRASE) for s, e in phrases])
     units, i = [], 0
@@ -100,11 +105,8 @@ def sentence_units(words: list[str], lexicon: Lexicon, use_entities: bool,
 
 def knowledge_masking_batch(batch: dict[str, list], *, tokenizer: Tokenizer, lexicon: Lexicon,
                             use_entities: bool, max_seq_len: int, max_phrase_words: int,
-                            min_tokens: int,
-                            starts: tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]
-                            ) -> dict[str, list]:
-    """``datasets.map`` function: a batch of documents -> a batch of examples. ``starts``: ``start_index`` of
-    the lexicon's titles and phrases (computed once per build, not per batch)."""
+                            min_tokens: int) -> dict[str, list]:
+    """``datasets.map`` function: a batch of documents -> a batch of examples."""
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     budget = max_seq_len - 2
     out: dict[str, list] = {"input_ids": [], "token_unit": [], "unit_level": [], "doc_id": []}
@@ -117,7 +119,7 @@ def knowledge_masking_batch(batch: dict[str, list], *, tokenizer: Tokenizer, lex
                 ids.extend(sentence.ids)
                 token_unit.extend([-1] * len(sentence.ids))
                 for w_start, w_end, level in sentence_units(sentence.words, lexicon, use_entities,
-                                                            max_phrase_words, starts):
+                                                            max_phrase_words):
                     t_start, t_end = sentence.word_spans[w_start][0], sentence.word_spans[w_end - 1][1]
                     token_unit[offset + t_start : offset + t_end] = [len(levels)] * (t_end - t_start)
                     levels.append(level)
@@ -148,7 +150,6 @@ def build_knowledge_masking(documents: Dataset, tokenizer: Tokenizer, lexicon: L
         num_proc=num_proc if num_proc > 1 else None,
         fn_kwargs={"tokenizer": tokenizer, "lexicon": lexicon, "use_entities": use_entities,
                    "max_seq_len": max_seq_len, "max_phrase_words": max_phrase_words,
-                   "min_tokens": min_tokens,
-                   "starts": (start_index(lexicon.titles), start_index(lexicon.phrases))},
+                   "min_tokens": min_tokens},
         desc="knowledge_masking",
     )
