@@ -371,8 +371,9 @@ class FinetuneModel(nn.Module):
         hidden = encoder(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"),
                          batch.get("task_ids"))
         if isinstance(head, PairMatchingHead):
-            logits = head(hidden, encoder.embeddings.word(batch["input_ids"]), batch["attention_mask"],
-                          batch["segment_ids"])
+            with torch.no_grad():  # the head reads its match features without gradient
+                words = encoder.embeddings.word(batch["input_ids"])
+            logits = head(hidden, words, batch["attention_mask"], batch["segment_ids"])
         else:
             logits = head(hidden)
         if self.kinds[task] == "regression":

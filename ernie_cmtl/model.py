@@ -138,19 +138,23 @@ class TokenClassificationHead(nn.Module):
 
 
 class SequenceClassificationHead(nn.Module):
-    """BERT-style pooler (dense + tanh on the first token) and a classifier."""
+    """BERT-style pooler (dense + tanh on the first token) and a classifier. ``extra_features``: width of
+    per-sequence features concatenated to the pooled state before the classifier (``PairMatchingHead``)."""
 
-    def __init__(self, cfg: ModelConfig, num_labels: int) -> None:
+    def __init__(self, cfg: ModelConfig, num_labels: int, extra_features: int = 0) -> None:
         super().__init__()
         self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        self.classifier = nn.Linear(cfg.hidden_size + extra_features, num_labels)
         for linear in (self.pooler, self.classifier):
             nn.init.normal_(linear.weight, std=cfg.initializer_range)
             nn.init.zeros_(linear.bias)
 
-    def forward(self, hidden: Tensor) -> Tensor:
-        return self.classifier(self.dropout(torch.tanh(self.pooler(hidden[:, 0]))))
+    def forward(self, hidden: Tensor, extra: Tensor | None = None) -> Tensor:
+        pooled = torch.tanh(self.pooler(hidden[:, 0]))
+        if extra is not None:
+            pooled = torch.cat([pooled, extra.to(pooled.dtype)], dim=-1)
+        return self.classifier(self.dropout(pooled))
 
 
 KNRM_KERNELS: tuple[tuple[float, float], ...] = (
@@ -177,7 +181,7 @@ def soft_match_features(states: Tensor, mask_a: Tensor, mask_b: Tensor,
     return torch.stack(from_a + from_b, dim=-1)
 
 
-class PairMatchingHead(nn.Module):
+class PairMatchingHead(SequenceClassificationHead):
     """Output layer for inputs that are a pair of segments (``[CLS] a [SEP] b [SEP]``): the BERT pooler's
     [CLS] state beside soft-match features of the two segments (CEDR, MacAvaney et al. 2019: K-NRM kernel
     pooling of the A x B token similarities, here of the word embeddings, i.e. lexical overlap, and of the
@@ -191,17 +195,11 @@ class PairMatchingHead(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, num_labels: int) -> None:
-        super().__init__()
         num_features = 2 * 2 * len(KNRM_KERNELS)  # (word embeddings, last layer) x (A -> B, B -> A)
-        self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        super().__init__(cfg, num_labels, extra_features=num_features)
         self.norm = nn.BatchNorm1d(num_features)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(cfg.hidden_size + num_features, num_labels)
-        for linear in (self.pooler, self.classifier):
-            nn.init.normal_(linear.weight, std=cfg.initializer_range)
-            nn.init.zeros_(linear.bias)
 
-    def forward(self, hidden: Tensor, word_embeddings: Tensor, attention_mask: Tensor,
+    def forward(self, hidden: Tensor, word_embeddings: Tensor, attention_mask: Tensor,  # type: ignore[override]
                 segment_ids: Tensor) -> Tensor:
         real = attention_mask.bool()
         mask_a = real & (segment_ids == 0)
@@ -215,8 +213,7 @@ class PairMatchingHead(nn.Module):
                                  self.norm.bias, training=False, eps=self.norm.eps)
         else:
             match = self.norm(match)
-        pooled = torch.tanh(self.pooler(hidden[:, 0]))
-        return self.classifier(self.dropout(torch.cat([pooled, match.to(pooled.dtype)], dim=-1)))
+        return super().forward(hidden, match)
 
 
 class PretrainingModel(nn.Module):
