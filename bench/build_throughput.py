@@ -1,6 +1,9 @@
 """Data-building throughput and memory of the seven task builders, and masking speed against HF.
 
     python bench/build_throughput.py [--corpus ../shared/data/wikipedia-en-2018-sample/train] [--json OUT]
+    python bench/build_throughput.py --corpus ../shared/data/chinese-laws-lawrefbook/train --factors 1 \
+        --tasks knowledge_masking,sentence_reordering,sentence_distance,discourse_relation,ir_relevance \
+        --no-masking       # the Chinese path: jieba segmentation is part of the shared tokenization line
 
 1. Throughput: each builder runs in one process (``num_proc=1``) over the whole corpus; prints MB of raw text
    (the corpus files' bytes) per minute per core, per builder and for all seven together (the shared
@@ -66,12 +69,12 @@ def build_all(files: list[str], work: Path, tasks: list[str]) -> dict:
     datasets.disable_progress_bars()
     from data_builders.corpus import build_documents
     from data_builders.segments import add_sentence_tokens
-    from data_builders.tokenizer import iter_paragraphs, train_wordpiece
-    from ernie_cmtl.config import load_config
+    from data_builders.tokenizer import iter_paragraphs, train_chinese_wordpiece, train_wordpiece
+    from ernie_cmtl.assembly import load_config
     from ernie_cmtl.data import make_tasks
     from pretrain_tasks.base import BuildContext, SpecialIds
 
-    timings, peaks = {}, {}
+    timings, peaks, cpu = {}, {}, {}  # cpu: process CPU seconds, what a stage costs on a machine others share
     sampler = AnonymousMemorySampler()
     sampler.start()
 
@@ -83,7 +86,9 @@ def build_all(files: list[str], work: Path, tasks: list[str]) -> dict:
     timings["documents"] = time.perf_counter() - start
     peaks["documents"] = peak_mb()
     start = time.perf_counter()
-    tokenizer = train_wordpiece(iter_paragraphs(documents), vocab_size=8000)
+    chinese = "zh" in set(documents["language"])  # as prepare_data decides it
+    train = train_chinese_wordpiece if chinese else train_wordpiece
+    tokenizer = train(iter_paragraphs(documents), vocab_size=8000)
     timings["tokenizer"] = time.perf_counter() - start
     peaks["tokenizer"] = peak_mb()
     config = load_config(None, ["tasks={" + ", ".join(f"{t}: {{}}" for t in tasks) + "}"])
@@ -91,32 +96,40 @@ def build_all(files: list[str], work: Path, tasks: list[str]) -> dict:
     counts = {}
     tokenized = None
     if any(task.reads_sentence_tokens for task in task_objects.values()):
-        start = time.perf_counter()  # the shared tokenization pass, as prepare_data does it
+        start, cpu_start = time.perf_counter(), time.process_time()  # the shared pass, as prepare_data does it
         tokenized = add_sentence_tokens(documents, tokenizer)
         timings["shared_tokenization"] = time.perf_counter() - start
+        cpu["shared_tokenization"] = time.process_time() - cpu_start
         peaks["shared_tokenization"] = peak_mb()
     for name, task in task_objects.items():
         ctx = BuildContext(tokenizer=tokenizer, max_seq_len=128, seed=0, num_proc=1,
-                           cache_dir=work / "cache" / name, train_documents=documents)
-        start = time.perf_counter()
+                           cache_dir=work / "cache" / name,
+                           train_documents=tokenized if chinese and task.reads_sentence_tokens else documents)
+        start, cpu_start = time.perf_counter(), time.process_time()
         examples = task.build(tokenized if task.reads_sentence_tokens else documents, ctx)
         timings[name] = time.perf_counter() - start
+        cpu[name] = time.process_time() - cpu_start
         peaks[name] = peak_mb()
         counts[name] = len(examples)
         del examples
     sampler.stop()
-    return {"timings": timings, "counts": counts, "documents": len(documents), "peaks_mb": peaks,
+    return {"timings": timings, "cpu_seconds": cpu, "counts": counts, "documents": len(documents), "peaks_mb": peaks,
             "peak_rss_mb": peak_mb(), "peak_anon_mb": sampler.peak_mb}
 
 
 def replicate(files: list[Path], factor: int, into: Path) -> list[str]:
     """``factor`` real copies of the corpus files (the corpus reader resolves symlinks and takes a file once),
-    with WikiExtractor document ids made unique per copy, so the pipeline sees ``factor`` times the documents."""
+    with WikiExtractor document ids made unique per copy, so the pipeline sees ``factor`` times the documents.
+    A Markdown file keeps its folder and suffix (its document id is ``folder/name``, its format read from it)."""
     into.mkdir(parents=True, exist_ok=True)
     out = []
     for copy in range(factor):
         for f in files:
-            target = into / f"{f.name}.copy{copy}"
+            if f.suffix == ".md":
+                (into / f.parent.name).mkdir(exist_ok=True)
+                target = into / f.parent.name / f"{f.stem}.copy{copy}{f.suffix}"
+            else:
+                target = into / f"{f.name}.copy{copy}"
             if not target.exists():
                 text = f.read_text(encoding="utf-8")
                 target.write_text(text.replace('<doc id="', f'<doc id="{copy + 1}0'), encoding="utf-8")
@@ -124,10 +137,10 @@ def replicate(files: list[Path], factor: int, into: Path) -> list[str]:
     return out
 
 
-def run_child(files: list[str], work: Path) -> dict:
+def run_child(files: list[str], work: Path, tasks: list[str] = TASKS) -> dict:
     """``build_all`` in a fresh interpreter, so its peak RSS is the pipeline's own."""
     code = (f"import json, sys; sys.path.insert(0, {str(REPO)!r}); from bench.build_throughput import build_all; "
-            f"from pathlib import Path; print(json.dumps(build_all({files!r}, Path({str(work)!r}), {TASKS!r})))")
+            f"from pathlib import Path; print(json.dumps(build_all({files!r}, Path({str(work)!r}), {tasks!r})))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -221,17 +234,24 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--tasks", type=lambda text: text.split(","), default=TASKS,
+                        help="comma-separated task names (default: all seven)")
+    parser.add_argument("--no-masking", action="store_true", help="skip the masking comparison with HF")
     args = parser.parse_args()
-    files = sorted(p for p in args.corpus.iterdir() if p.is_file() and not p.name.endswith(".md"))
+    from data_builders.corpus import resolve_corpus_files
+
+    # The corpus reader's own file listing (skips PROVENANCE.md, README*, hidden files; recurses into folders).
+    files = resolve_corpus_files([str(args.corpus)])
     raw_mb = sum(f.stat().st_size for f in files) / 1e6
     work = Path(tempfile.mkdtemp(prefix="ernie-bench-"))
     results: dict = {"corpus": str(args.corpus), "raw_mb": raw_mb, "runs": {}}
     try:
         for factor in args.factors:
             copies = replicate(files, factor, work / f"corpus_x{factor}")
-            results["runs"][factor] = run_child(copies, work / f"run_x{factor}")
+            results["runs"][factor] = run_child(copies, work / f"run_x{factor}", args.tasks)
         try:
-            results["masking"] = bench_masking([str(f) for f in files])
+            results["masking"] = ({"error": "skipped (--no-masking)"} if args.no_masking
+                                  else bench_masking([str(f) for f in files]))
         except Exception as err:  # noqa: BLE001 - the comparison must not cost the throughput numbers
             results["masking"] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0]}"}
     finally:
@@ -243,11 +263,11 @@ def main() -> None:
     builder_seconds = base["timings"].get("shared_tokenization", 0.0)
     if builder_seconds:
         print(f"{'(shared tokenization)':<26}{'':>10}{builder_seconds:>10.1f}{raw_mb / (builder_seconds / 60):>14.1f}")
-    for name in TASKS:
+    for name in args.tasks:
         seconds = base["timings"][name]
         builder_seconds += seconds
         print(f"{name:<26}{base['counts'][name]:>10}{seconds:>10.1f}{raw_mb / (seconds / 60):>14.1f}")
-    print(f"{'all seven builders':<26}{'':>10}{builder_seconds:>10.1f}{raw_mb / (builder_seconds / 60):>14.1f}")
+    print(f"{f'all {len(args.tasks)} builders':<26}{'':>10}{builder_seconds:>10.1f}{raw_mb / (builder_seconds / 60):>14.1f}")
     print(f"(reading documents {base['timings']['documents']:.1f}s, tokenizer training "
           f"{base['timings']['tokenizer']:.1f}s, not counted above)")
     for factor in args.factors:

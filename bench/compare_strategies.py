@@ -102,8 +102,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
 
+    from downstream.finetune import load_finetune_config
     from ernie_cmtl import api
-    from ernie_cmtl.finetune import load_finetune_config
 
     started = time.perf_counter()
     rows, forgetting, timings, reused = {}, {}, {}, []

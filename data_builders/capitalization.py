@@ -9,7 +9,8 @@ on the first cased word of each sentence (whose capital follows from its positio
 - ``binary``: 0 lower (``apple``), 1 capitalized (``Apple``, ``NATO``, ``I``);
 - ``three_way``: 0 lower, 1 capitalized, 2 all-caps (two or more letters, all uppercase: ``NATO``, ``USA``).
 
-The input must not show the case, so the tokenizer has to lowercase; a cased tokenizer is refused, since the
+Chinese documents (``language`` ``zh``) give no examples: the script has no case, and the Latin words of a
+Chinese text are too few to learn from. The input must not show the case, so the tokenizer has to lowercase; a cased tokenizer is refused, since the
 label would be a function of the token ids alone. The case is read from the original text through the
 tokenizer's offsets (``tokenize_sentences`` keeps each word's cased surface form).
 """
@@ -55,7 +56,10 @@ def capitalization_batch(batch: dict[str, list], *, tokenizer: Tokenizer, max_se
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     budget = max_seq_len - 2
     out: dict[str, list] = {"input_ids": [], "labels": [], "doc_id": []}
+    languages = batch.get("language")
     for index, doc_id in enumerate(batch["id"]):
+        if languages is not None and languages[index] == "zh":  # Chinese has no case to predict
+            continue
         sentences = document_sentences(batch, index, tokenizer)
         for start, end in pack_sentences([len(s.ids) for s in sentences], budget):
             ids, labels = [cls_id], [IGNORE_INDEX]
@@ -105,6 +109,8 @@ def build_capitalization(documents: Dataset, tokenizer: Tokenizer, *, max_seq_le
         desc="capitalization",
     )
     if len(examples) == 0:
+        chinese = list(documents["language"]).count("zh") if "language" in documents.column_names else 0
+        why = f" ({chinese} of them Chinese, which have no case)" if chinese else ""
         raise ValueError(f"task capitalization needs documents with >= {min_tokens} tokens of text with "
-                         f"cased words; found 0 in {len(documents)} documents")
+                         f"cased words; found 0 in {len(documents)} documents{why}")
     return examples

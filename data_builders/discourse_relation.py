@@ -18,16 +18,23 @@ Each example is ``[CLS] A [SEP] B [SEP]`` with segment ids 0/1 and ``label`` = t
 and tests, the model never sees them. Pairs where either side is shorter than ``min_words`` words, and pairs
 whose ``B`` starts with a marker word of any class ("However, in addition, ...", "However, instead of ..."),
 are skipped.
+
+Chinese documents (``language`` ``zh``) are paired by :func:`data_builders.discourse_relation_zh.find_pairs_zh`
+with Chinese connectives (classes contrast, result, elaboration, addition, temporal, reason and the
+Chinese-only condition), the connective removed the same way.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 from collections.abc import Iterable, Iterator
 
 from datasets import Dataset
 from tokenizers import Tokenizer
+
+from data_builders.discourse_relation_zh import find_pairs_zh
 
 DISCOURSE_MARKERS: dict[str, tuple[str, ...]] = {
     "contrast": ("however", "in contrast", "by contrast", "nevertheless", "nonetheless", "on the other hand",
@@ -44,6 +51,9 @@ intra-sentence marker ("A because B"); all others are matched at the start of a 
 
 RELATIONS: tuple[str, ...] = tuple(DISCOURSE_MARKERS)
 REASON = RELATIONS.index("reason")
+ALL_RELATIONS: tuple[str, ...] = (*RELATIONS, "condition")
+"""Every relation class of either language, in label order: English ones first (their ids never move), then
+``condition``, which only Chinese text gives (如果/假如/只要; ``data_builders.discourse_relation_zh``)."""
 
 _MARKER_CLASS = {marker: RELATIONS.index(cls) for cls, markers in DISCOURSE_MARKERS.items()
                  for marker in markers if cls != "reason"}
@@ -111,13 +121,27 @@ def _flat(paragraphs: list[list[str]]) -> list[str]:
     return [s for p in paragraphs for s in p]
 
 
-def relation_counts(documents: Iterable[list[list[str]]], min_words: int = 3) -> dict[str, int]:
-    """Pairs per relation class over documents given as their ``sentences`` column (regex pass only, no
-    tokenization: cheap enough to run over the whole training split to decide which classes to keep)."""
-    counts = dict.fromkeys(RELATIONS, 0)
-    for paragraphs in documents:
-        for _, _, label, _ in find_pairs(_flat(paragraphs), min_words):
-            counts[RELATIONS[label]] += 1
+def document_pairs(paragraphs: list[list[str]], language: str, min_words: int
+                   ) -> Iterator[tuple[str, str, int, str]]:
+    """``(A, B, label, marker)`` pairs of one document (label ids index :data:`ALL_RELATIONS`): English
+    markers for an English document, Chinese connectives (:func:`find_pairs_zh`) for a Chinese one."""
+    if language != "zh":
+        yield from find_pairs(_flat(paragraphs), min_words)
+        return
+    for a, b, relation, marker in find_pairs_zh(_flat(paragraphs), min_words):
+        yield a, b, ALL_RELATIONS.index(relation), marker
+
+
+def relation_counts(documents: Iterable[list[list[str]]], min_words: int = 3,
+                    languages: Iterable[str] | None = None) -> dict[str, int]:
+    """Pairs per relation class (every name of :data:`ALL_RELATIONS`) over documents given as their
+    ``sentences`` column, with their ``language`` column (None: all English). A regex pass only, no
+    tokenization: cheap enough to run over the whole training split to decide which classes to keep."""
+    counts = dict.fromkeys(ALL_RELATIONS, 0)
+    languages = languages if languages is not None else itertools.repeat("en")
+    for paragraphs, language in zip(documents, languages, strict=False):
+        for _, _, label, _ in document_pairs(paragraphs, language, min_words):
+            counts[ALL_RELATIONS[label]] += 1
     return counts
 
 
@@ -142,9 +166,10 @@ def discourse_relation_batch(batch: dict[str, list], *, tokenizer: Tokenizer, la
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     pairs, out = [], {"input_ids": [], "segment_ids": [], "label": [], "marker": [], "doc_id": [],
                       "sort_key": []}
-    for doc_id, paragraphs in zip(batch["id"], batch["sentences"], strict=True):
+    languages = batch["language"] if "language" in batch else ["en"] * len(batch["id"])
+    for doc_id, paragraphs, language in zip(batch["id"], batch["sentences"], languages, strict=True):
         rng = random.Random(f"{seed}:discourse_relation:{doc_id}")
-        for a, b, label, marker in find_pairs(_flat(paragraphs), min_words):
+        for a, b, label, marker in document_pairs(paragraphs, language, min_words):
             if label in labels:
                 pairs.append((a, b))
                 out["label"].append(label)
@@ -201,7 +226,7 @@ def build_discourse_relation(documents: Dataset, tokenizer: Tokenizer, *, labels
         desc="discourse_relation",
     )
     if len(examples) == 0:
-        names = ", ".join(RELATIONS[i] for i in sorted(labels))
+        names = ", ".join(ALL_RELATIONS[i] for i in sorted(labels))
         raise ValueError(f"task discourse_relation needs sentence pairs joined by a discourse marker "
                          f"({names}); found 0 in {len(documents)} documents")
     label_column, keys = examples["label"], examples["sort_key"]

@@ -26,6 +26,11 @@ One example of each label per document, so the classes are balanced; documents w
 query retrieves no other-document passage with a positive score, contribute none. Each example is
 ``[CLS] query [SEP] passage [SEP]`` (segment ids 0/1; query cut to ``max_query_tokens``, passage cut to fit
 ``max_seq_len``) with ``doc_id`` (the query's document) and ``passage_doc_id`` (the passage's) for tests.
+
+Chinese documents (``language`` ``zh``) count and cut passages in jieba words (from the shared tokenization
+pass, so their leading article numbers are already gone), and BM25 indexes jieba words (punctuation, numbers
+and Chinese stopwords removed) instead of bm25s's whitespace-and-regex words, which would make a whole
+Chinese clause one term.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -41,6 +47,8 @@ import bm25s
 import numpy as np
 from datasets import Dataset
 from tokenizers import Tokenizer
+
+from data_builders.language import CHINESE_STOPWORDS, segment
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +65,92 @@ class Passages:
     """Index (row in the documents dataset) of each passage's document."""
     starts: list[int]
     """Passages of document ``d`` are ``texts[starts[d] : starts[d + 1]]`` (``len(starts) = docs + 1``)."""
+    terms: list[list[str] | None] | None = None
+    """BM25 terms of each Chinese passage (its jieba words through :func:`chinese_terms`; None for English
+    passages, which bm25s tokenizes); None when no passage is Chinese."""
 
 
-def collect_passages(paragraphs: list[list[str]], passage_words: int, min_passage_words: int) -> Passages:
-    """Passages per document (see the module docstring): non-first paragraphs, cut to ``passage_words``."""
+def collect_passages(paragraphs: list[list[str]], passage_words: int, min_passage_words: int,
+                     chinese_words: list[list[list[str]] | None] | None = None) -> Passages:
+    """Passages per document (see the module docstring): non-first paragraphs, cut to ``passage_words``.
+    ``chinese_words[d]``: the jieba words of each paragraph of a Chinese document ``d`` (None for English
+    ones), which then count and cut its passages instead of whitespace words."""
     texts, doc_index, starts = [], [], [0]
+    terms: list[list[str] | None] = []
     for d, doc in enumerate(paragraphs):
+        zh = chinese_words[d] if chinese_words is not None else None
+        if zh is not None:
+            for words in (zh[1:] if len(zh) > 1 else zh):
+                if len(words) >= min_passage_words:
+                    texts.append(join_words(words[:passage_words]))
+                    terms.append(chinese_terms(words[:passage_words]))
+                    doc_index.append(d)
+            starts.append(len(texts))
+            continue
         for paragraph in (doc[1:] if len(doc) > 1 else doc):
             words = paragraph.split()
             if len(words) >= min_passage_words:
                 texts.append(" ".join(words[:passage_words]))
+                terms.append(None)
                 doc_index.append(d)
         starts.append(len(texts))
-    return Passages(texts, doc_index, starts)
+    return Passages(texts, doc_index, starts, terms if chinese_words is not None else None)
 
 
-def pseudo_queries(paragraphs: list[list[str]], wanted: list[int], terms: int) -> dict[int, str]:
+def join_words(words: list[str]) -> str:
+    """Jieba words back to text: no space between words, except between two Latin/digit words."""
+    out: list[str] = []
+    for word in words:
+        if out and out[-1][-1:].isascii() and out[-1][-1:].isalnum() and word[:1].isascii() and word[:1].isalnum():
+            out.append(" ")
+        out.append(word)
+    return "".join(out)
+
+
+_LATIN_TERM = re.compile(r"(?u)\b\w\w+\b")
+
+
+def chinese_terms(text: str | list[str]) -> list[str]:
+    """BM25 terms of a Chinese text (segmented here) or of its jieba words: lowercased, without punctuation,
+    numbers and :data:`~data_builders.language.CHINESE_STOPWORDS` (a Latin run inside is one jieba word, kept
+    when it has two or more letters, as bm25s keeps English words)."""
+    terms = []
+    for word in ([w for w, _ in segment(text)] if isinstance(text, str) else text):
+        word = word.strip().lower()
+        if not word or word in CHINESE_STOPWORDS or not any(c.isalpha() for c in word):
+            continue
+        if word.isascii() and not _LATIN_TERM.fullmatch(word):
+            continue
+        terms.append(word)
+    return terms
+
+
+def _terms(texts: list[str], chinese: list[bool], known: list[list[str] | None] | None = None) -> list[list[str]]:
+    """BM25 terms of each text: bm25s's English tokenization, or :func:`chinese_terms` where ``chinese``
+    (``known[i]`` when given: terms already taken from the shared pass's jieba words)."""
+    english = [t for t, zh in zip(texts, chinese, strict=True) if not zh]
+    english_terms = iter(bm25s.tokenize(english, stopwords="en", return_ids=False, show_progress=False)
+                         if english else [])
+    out = []
+    for i, (text, zh) in enumerate(zip(texts, chinese, strict=True)):
+        if not zh:
+            out.append(list(next(english_terms)))
+        else:
+            out.append(known[i] if known is not None and known[i] is not None else chinese_terms(text))
+    return out
+
+
+def pseudo_queries(paragraphs: list[list[str]], wanted: list[int], terms: int,
+                   chinese: list[bool] | None = None) -> dict[int, str]:
     """Top-``terms`` TF-IDF words of each wanted document, in order of first occurrence (document
-    frequencies over all documents given)."""
-    tokens = bm25s.tokenize([" ".join(doc) for doc in paragraphs], stopwords="en", return_ids=False,
-                            show_progress=False)
+    frequencies over all documents given). Chinese documents (``chinese[d]``) count jieba words, and their
+    query joins the words without spaces."""
+    if chinese is None or not any(chinese):
+        tokens = bm25s.tokenize([" ".join(doc) for doc in paragraphs], stopwords="en", return_ids=False,
+                                show_progress=False)
+    else:
+        tokens = _terms(["".join(doc) if zh else " ".join(doc) for doc, zh in zip(paragraphs, chinese, strict=True)],
+                        chinese)
     df = Counter(t for doc in tokens for t in set(doc))
     n_docs = len(paragraphs)
     queries = {}
@@ -87,7 +161,7 @@ def pseudo_queries(paragraphs: list[list[str]], wanted: list[int], terms: int) -
             first.setdefault(token, position)
         # Ties (common in short documents) go to the earlier word, so the choice is stable.
         best = sorted(tf, key=lambda t: (-tf[t] * math.log(n_docs / df[t] + 1), first[t]))[:terms]
-        queries[d] = " ".join(sorted(best, key=first.__getitem__))
+        queries[d] = ("" if chinese is not None and chinese[d] else " ").join(sorted(best, key=first.__getitem__))
     return queries
 
 
@@ -101,7 +175,9 @@ class Retrieval:
     """Indexing + retrieval wall time."""
 
 
-def retrieve(passages: list[str], queries: list[str], k: int, keep: list[tuple[int, int]]) -> Retrieval:
+def retrieve(passages: list[str], queries: list[str], k: int, keep: list[tuple[int, int]],
+             chinese_passages: list[bool] | None = None, chinese_queries: list[bool] | None = None,
+             passage_terms: list[list[str] | None] | None = None) -> Retrieval:
     """Index all passages with BM25 (bm25s, English stopwords, default Lucene variant) once, then score
     every query against all passages; per query, keep its best ``k`` hits plus every hit in its own
     ``keep[q] = (start, end)`` passage range.
@@ -113,9 +189,14 @@ def retrieve(passages: list[str], queries: list[str], k: int, keep: list[tuple[i
     """
     started = time.perf_counter()
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(passages, stopwords="en", show_progress=False), show_progress=False)
+    if chinese_passages is not None and any(chinese_passages):
+        # Chinese text has no spaces: its terms are jieba words (the English ones still bm25s's).
+        retriever.index(_terms(passages, chinese_passages, passage_terms), show_progress=False)
+        query_tokens = _terms(queries, chinese_queries or [False] * len(queries))
+    else:
+        retriever.index(bm25s.tokenize(passages, stopwords="en", show_progress=False), show_progress=False)
+        query_tokens = bm25s.tokenize(queries, stopwords="en", return_ids=False, show_progress=False)
     vocab = retriever.vocab_dict
-    query_tokens = bm25s.tokenize(queries, stopwords="en", return_ids=False, show_progress=False)
     hits, scores = [], []
     for tokens, (start, end) in zip(query_tokens, keep, strict=True):
         ids = [vocab[t] for t in tokens if t in vocab]
@@ -135,20 +216,24 @@ def retrieve(passages: list[str], queries: list[str], k: int, keep: list[tuple[i
 
 def select_examples(titles: list[str], doc_ids: list[str], paragraphs: list[list[str]], *, seed: int,
                     weak_top_k: int, passage_words: int, min_passage_words: int,
-                    pseudo_query_terms: int) -> tuple[dict[str, list], dict[str, float]]:
+                    pseudo_query_terms: int, chinese_words: list[list[list[str]] | None] | None = None
+                    ) -> tuple[dict[str, list], dict[str, float]]:
     """The whole-corpus step: queries, passages, BM25 and the (query, passage, label) choice per document.
-    Returns the rows (text, not yet tokenized) and statistics (seconds, skipped documents)."""
-    passages = collect_passages(paragraphs, passage_words, min_passage_words)
+    Returns the rows (text, not yet tokenized) and statistics (seconds, skipped documents).
+    ``chinese_words``: see :func:`collect_passages`."""
+    passages = collect_passages(paragraphs, passage_words, min_passage_words, chinese_words)
+    chinese = [w is not None for w in chinese_words] if chinese_words is not None else [False] * len(doc_ids)
     with_passages = [d for d in range(len(doc_ids)) if passages.starts[d + 1] > passages.starts[d]]
     if len(with_passages) < 2:
         raise ValueError(f"task ir_relevance needs >= 2 documents with passages (paragraphs of >= "
                          f"{min_passage_words} words) to draw weak and irrelevant passages from other "
                          f"documents; found {len(with_passages)} in {len(doc_ids)} documents")
     untitled = [d for d in with_passages if not titles[d].strip()]
-    generated = pseudo_queries(paragraphs, untitled, pseudo_query_terms) if untitled else {}
+    generated = pseudo_queries(paragraphs, untitled, pseudo_query_terms, chinese) if untitled else {}
     queries = [generated[d] if d in generated else titles[d].strip() for d in with_passages]
     found = retrieve(passages.texts, queries, weak_top_k,
-                     [(passages.starts[d], passages.starts[d + 1]) for d in with_passages])
+                     [(passages.starts[d], passages.starts[d + 1]) for d in with_passages],
+                     [chinese[d] for d in passages.doc_index], [chinese[d] for d in with_passages], passages.terms)
 
     rows: dict[str, list] = {"doc_id": [], "query": [], "passage": [], "label": [], "passage_doc_id": []}
     total, skipped = len(passages.texts), 0
@@ -175,6 +260,30 @@ def select_examples(titles: list[str], doc_ids: list[str], paragraphs: list[list
     stats = {"retrieval_seconds": found.seconds, "passages": total, "queries": len(queries),
              "no_weak_passage": skipped, "pseudo_queries": len(generated)}
     return rows, stats
+
+
+def chinese_paragraph_words(documents: Dataset) -> list[list[list[str]] | None] | None:
+    """Per document, the jieba words of each paragraph of a Chinese document (None for English ones), read
+    from the shared tokenization pass when ``documents`` carry it (paragraph boundaries from the
+    ``sentences`` column), segmented here otherwise. None when no document is Chinese."""
+    if "language" not in documents.column_names or "zh" not in documents["language"]:
+        return None
+    columns = ["language", "sentences"] + (["sentence_words"] if "sentence_words" in documents.column_names
+                                           else [])
+    out: list[list[list[str]] | None] = []
+    for batch in documents.select_columns(columns).iter(batch_size=256):
+        for index, language in enumerate(batch["language"]):
+            if language != "zh":
+                out.append(None)
+                continue
+            paragraphs = batch["sentences"][index]
+            if "sentence_words" in batch:
+                flat = iter(batch["sentence_words"][index])
+                out.append([[w for _ in paragraph for w in next(flat)] for paragraph in paragraphs])
+            else:
+                out.append([[w for sentence in paragraph for w, _ in segment(sentence) if w.strip()]
+                            for paragraph in paragraphs])
+    return out
 
 
 def ir_relevance_batch(batch: dict[str, list], *, tokenizer: Tokenizer, max_seq_len: int,
@@ -204,7 +313,7 @@ def build_ir_relevance(documents: Dataset, tokenizer: Tokenizer, *, max_seq_len:
     rows, stats = select_examples(
         documents["title"][:], documents["id"][:], documents["paragraphs"][:], seed=seed, weak_top_k=weak_top_k,
         passage_words=passage_words, min_passage_words=min_passage_words,
-        pseudo_query_terms=pseudo_query_terms)
+        pseudo_query_terms=pseudo_query_terms, chinese_words=chinese_paragraph_words(documents))
     log.info("ir_relevance: BM25 over %d passages, %d queries (%d pseudo-queries): %.2fs; %d queries "
              "without a weak passage", stats["passages"], stats["queries"], stats["pseudo_queries"],
              stats["retrieval_seconds"], stats["no_weak_passage"])

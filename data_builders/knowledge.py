@@ -4,6 +4,10 @@ Words are the tokenizer's pre-tokens (BERT pre-tokenization: whitespace and punc
 exactly onto token spans. Phrases: word n-grams whose normalized PMI is high, mined in word2phrase-style passes
 (each pass can join an accepted phrase with a neighbouring word). Entities: runs of capitalized words (with
 connectors such as "of" or "de" inside), and spans matching a document title.
+
+Chinese sentences come as jieba words with POS tags (``data_builders.segments``): their entities are the
+words jieba tags as names (``nr``, ``ns``, ``nt``, ``nz``) and spans matching a document title, found by
+:func:`find_chinese_entity_spans`; their phrases are mined from jieba words with Chinese stopwords.
 """
 
 from __future__ import annotations
@@ -42,11 +46,13 @@ def npmi(count_ab: int, count_a: int, count_b: int, total: int) -> float:
 
 
 def mine_phrases(sentences: Iterable[Sequence[str]], *, min_count: int = 5, threshold: float = 0.5,
-                 passes: int = 2, max_words: int = 4) -> set[tuple[str, ...]]:
+                 passes: int = 2, max_words: int = 4,
+                 stopwords: AbstractSet[str] = STOPWORDS) -> set[tuple[str, ...]]:
     """Mine multi-word phrases from lowercased word sequences.
 
     Each pass counts units (words or phrases accepted so far) and adjacent unit pairs; a pair becomes a phrase
-    when it occurs at least ``min_count`` times, has NPMI >= ``threshold``, neither end is a stopword or
+    when it occurs at least ``min_count`` times, has NPMI >= ``threshold``, neither end is one of
+    ``stopwords`` (English by default; ``data_builders.language.CHINESE_STOPWORDS`` for jieba words) or
     punctuation, and it has at most ``max_words`` words.
     """
     corpus = [tuple(s) for s in sentences]
@@ -64,7 +70,7 @@ def mine_phrases(sentences: Iterable[Sequence[str]], *, min_count: int = 5, thre
         for (a, b), n_ab in bigram.items():
             if n_ab < min_count or len(a) + len(b) > max_words:
                 continue
-            if not _phrase_edge_ok(a[0]) or not _phrase_edge_ok(b[-1]):
+            if not _phrase_edge_ok(a[0], stopwords) or not _phrase_edge_ok(b[-1], stopwords):
                 continue
             if not all(is_wordlike(w) for w in a + b):
                 continue
@@ -76,8 +82,8 @@ def mine_phrases(sentences: Iterable[Sequence[str]], *, min_count: int = 5, thre
     return phrases
 
 
-def _phrase_edge_ok(word: str) -> bool:
-    return word not in STOPWORDS and is_wordlike(word) and not word.isdigit()
+def _phrase_edge_ok(word: str, stopwords: AbstractSet[str] = STOPWORDS) -> bool:
+    return word not in stopwords and is_wordlike(word) and not word.isdigit()
 
 
 def _merge_units(words: Sequence[str], phrases: set[tuple[str, ...]], max_words: int,
@@ -195,4 +201,43 @@ def find_entity_spans(words: Sequence[str], gazetteer: AbstractSet[tuple[str, ..
             i = end
         else:
             i += 1
+    return sorted(spans)
+
+
+def find_title_spans(words: Sequence[str], gazetteer: AbstractSet[tuple[str, ...]],
+                     starts: dict[str, tuple[int, ...]] | None = None,
+                     max_title_words: int = 8) -> list[tuple[int, int]]:
+    """Greedy longest matches of ``gazetteer`` entries over ``words`` (lowercased here), for scripts without
+    case: any word may open a title."""
+    if starts is None:
+        starts = start_index(gazetteer)
+    lower = [w.lower() for w in words]
+    spans, i, n = [], 0, len(words)
+    while i < n:
+        for length in starts.get(lower[i], ()):
+            if length <= max_title_words and i + length <= n and tuple(lower[i : i + length]) in gazetteer:
+                spans.append((i, i + length))
+                i += length
+                break
+        else:
+            i += 1
+    return spans
+
+
+def find_chinese_entity_spans(words: Sequence[str], tags: Sequence[str],
+                              gazetteer: AbstractSet[tuple[str, ...]] | None = None,
+                              starts: dict[str, tuple[int, ...]] | None = None,
+                              min_chars: int = 2) -> list[tuple[int, int]]:
+    """Entity [start, end) spans of one Chinese sentence of jieba ``words`` and their POS ``tags``: title
+    matches first (longest first), then every other word tagged as a name (``nr``, ``ns``, ``nt``, ``nz`` and
+    their sub-tags) with at least ``min_chars`` characters (jieba tags lone characters as names too often)."""
+    from data_builders.language import is_entity_tag
+
+    spans = find_title_spans(words, gazetteer, starts) if gazetteer else []
+    taken = [False] * len(words)
+    for start, end in spans:
+        taken[start:end] = [True] * (end - start)
+    for i, (word, tag) in enumerate(zip(words, tags, strict=True)):
+        if not taken[i] and is_entity_tag(tag) and len(word) >= min_chars:
+            spans.append((i, i + 1))
     return sorted(spans)

@@ -4,11 +4,15 @@ Each example is a segment of consecutive sentences of one document, ``[CLS] ... 
 ``token_unit`` (the unit index of each token, -1 for special tokens) and ``unit_level`` (0 word, 1 phrase,
 2 entity, per unit). Units never overlap and always cover whole words, so masking a unit masks a whole word,
 phrase or entity; which units are masked is decided per step in the task's collate code, not here.
+
+In Chinese documents (ERNIE 1.0's own setting) a word is a jieba word, so all characters of a word are masked
+together; entities are jieba-tagged names and document titles, phrases NPMI-mined runs of jieba words.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,12 +20,14 @@ from datasets import Dataset
 from tokenizers import Tokenizer
 
 from data_builders.knowledge import (
+    find_chinese_entity_spans,
     find_entity_spans,
     find_phrase_spans,
     mine_phrases,
     start_index,
     title_gazetteer,
 )
+from data_builders.language import CHINESE_STOPWORDS, segment
 from data_builders.segments import document_sentences, pack_sentences
 
 LEVELS = ("word", "phrase", "entity")
@@ -61,31 +67,76 @@ def build_lexicon(documents: Dataset, tokenizer: Tokenizer, *, phrases: bool, ti
                   sample_documents: int = 5000) -> Lexicon:
     """Mine phrases (NPMI) over the sentences of at most ``sample_documents`` documents (evenly spaced), and
     collect the multi-word titles of all documents. The sample bounds mining's memory and time on large
-    corpora; collocation statistics of a few thousand articles already find the frequent phrases."""
+    corpora; collocation statistics of a few thousand articles already find the frequent phrases.
+
+    English words are the tokenizer's pre-tokens. Chinese documents (``language`` ``zh``) are mined on their
+    own, over jieba words (read from the shared tokenization pass when ``documents`` carry it) with Chinese
+    stopwords, and their titles are split into jieba words."""
     pre = tokenizer.pre_tokenizer
 
     def split_words(text: str) -> list[str]:
         return [w for w, _ in pre.pre_tokenize_str(text)]
 
+    languages = documents["language"] if "language" in documents.column_names else None
+    chinese = languages is not None and "zh" in languages
     mined: set[tuple[str, ...]] = set()
     if phrases:
         step = max(1, len(documents) // sample_documents)
         sample = documents.select(range(0, len(documents), step)[:sample_documents])
-        sentences = (
-            [w.lower() for w in split_words(sentence)]
-            for doc in sample["sentences"] for paragraph in doc for sentence in paragraph
-        )
-        mined = mine_phrases(sentences, min_count=min_count, threshold=threshold, passes=passes,
-                                       max_words=max_words)
-    return Lexicon(mined, title_gazetteer(documents["title"], split_words) if titles else set())
+        sample_languages = sample["language"] if chinese else ["en"] * len(sample)
+        if not chinese or "en" in sample_languages:
+            sentences = (
+                [w.lower() for w in split_words(sentence)]
+                for doc, language in zip(sample["sentences"], sample_languages, strict=True) if language == "en"
+                for paragraph in doc for sentence in paragraph
+            )
+            mined = mine_phrases(sentences, min_count=min_count, threshold=threshold, passes=passes,
+                                 max_words=max_words)
+        if chinese:
+            mined |= mine_phrases(_chinese_word_sentences(sample, sample_languages), min_count=min_count,
+                                  threshold=threshold, passes=passes, max_words=max_words,
+                                  stopwords=CHINESE_STOPWORDS)
+    gazetteer: set[tuple[str, ...]] = set()
+    if titles:
+        all_titles = documents["title"]
+        if chinese:
+            gazetteer = title_gazetteer((t for t, lang in zip(all_titles, languages, strict=True) if lang == "en"),
+                                        split_words)
+            gazetteer |= title_gazetteer((t for t, lang in zip(all_titles, languages, strict=True) if lang == "zh"),
+                                         _jieba_words)
+        else:
+            gazetteer = title_gazetteer(all_titles, split_words)
+    return Lexicon(mined, gazetteer)
+
+
+def _jieba_words(text: str) -> list[str]:
+    return [word for word, _ in segment(text) if word.strip()]
+
+
+def _chinese_word_sentences(sample: Dataset, languages: list[str]) -> Iterator[list[str]]:
+    """Lowercased jieba words of every sentence of the Chinese documents of ``sample``."""
+    if "sentence_words" in sample.column_names:
+        for words, language in zip(sample["sentence_words"], languages, strict=True):
+            if language == "zh":
+                yield from ([w.lower() for w in sentence] for sentence in words)
+        return
+    for doc, language in zip(sample["sentences"], languages, strict=True):
+        if language == "zh":
+            for paragraph in doc:
+                yield from ([w.lower() for w in _jieba_words(sentence)] for sentence in paragraph)
 
 
 def sentence_units(words: list[str], lexicon: Lexicon, use_entities: bool,
-                   max_phrase_words: int) -> list[tuple[int, int, int]]:
+                   max_phrase_words: int, tags: list[str] | None = None) -> list[tuple[int, int, int]]:
     """Partition a sentence's words into (start, end, level) units: entities first, then phrases among
-    the remaining words, then single words."""
-    entities = (find_entity_spans(words, lexicon.titles, starts=lexicon.title_starts) if use_entities
-                else [])
+    the remaining words, then single words. ``tags``: the jieba POS tags of a Chinese sentence's words, whose
+    entities are then tagged names and titles (:func:`find_chinese_entity_spans`)."""
+    if not use_entities:
+        entities = []
+    elif tags is None:
+        entities = find_entity_spans(words, lexicon.titles, starts=lexicon.title_starts)
+    else:
+        entities = find_chinese_entity_spans(words, tags, lexicon.titles, starts=lexicon.title_starts)
     blocked = [False] * len(words)
     for start, end in entities:
         blocked[start:end] = [True] * (end - start)
@@ -119,7 +170,7 @@ def knowledge_masking_batch(batch: dict[str, list], *, tokenizer: Tokenizer, lex
                 ids.extend(sentence.ids)
                 token_unit.extend([-1] * len(sentence.ids))
                 for w_start, w_end, level in sentence_units(sentence.words, lexicon, use_entities,
-                                                            max_phrase_words):
+                                                            max_phrase_words, sentence.tags):
                     t_start, t_end = sentence.word_spans[w_start][0], sentence.word_spans[w_end - 1][1]
                     token_unit[offset + t_start : offset + t_end] = [len(levels)] * (t_end - t_start)
                     levels.append(level)

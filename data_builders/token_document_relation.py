@@ -14,6 +14,9 @@ is one example, ``[CLS] segment [SEP]``, with ``labels`` aligned to ``input_ids`
   topic and would be guessable from the word alone.
 
 Documents with a single segment give no example (there is no other segment to relate to).
+
+In Chinese documents a word is a jieba word (from the shared tokenization pass), so "occurs elsewhere" is
+about words, not single characters, and frequent words ("的", "应当") are left unlabelled the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from datasets import Dataset
 from tokenizers import Tokenizer
 
+from data_builders.language import segment
 from data_builders.segments import document_sentences, pack_sentences
 
 log = logging.getLogger(__name__)
@@ -65,11 +69,26 @@ def frequent_words(documents: Dataset, max_doc_freq: float) -> set[str]:
                         "frequent", n_docs, MIN_DF_DOCUMENTS)
         return set()
     df: Counter[str] = Counter()
-    for batch in documents.iter(batch_size=256):
-        for paragraphs in batch["paragraphs"]:
-            df.update({word_key(w) for w in set(_WORD.findall(" ".join(paragraphs).lower()))})
+    chinese = "language" in documents.column_names and "zh" in documents["language"]
+    columns = ["paragraphs"] + (["language", "sentences"] if chinese else []) + (
+        ["sentence_words"] if chinese and "sentence_words" in documents.column_names else [])
+    for batch in documents.select_columns(columns).iter(batch_size=256):
+        for index, paragraphs in enumerate(batch["paragraphs"]):
+            if chinese and batch["language"][index] == "zh":
+                df.update({word_key(w) for w in _chinese_words(batch, index)})
+            else:
+                df.update({word_key(w) for w in set(_WORD.findall(" ".join(paragraphs).lower()))})
     limit = max_doc_freq * n_docs
     return {key for key, count in df.items() if count > limit and has_letter(key)}
+
+
+def _chinese_words(batch: dict[str, list], index: int) -> set[str]:
+    """The distinct jieba words of Chinese document ``index``: from the shared tokenization pass when the
+    batch carries it, segmented here otherwise."""
+    if "sentence_words" in batch:
+        return {w for sentence in batch["sentence_words"][index] for w in sentence}
+    return {w for paragraph in batch["sentences"][index] for sentence in paragraph
+            for w, _ in segment(sentence) if w.strip()}
 
 
 def save_frequent_words(path: Path, words: Iterable[str], max_doc_freq: float, n_docs: int) -> None:

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -54,8 +54,11 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, min_frequency: int = 
 
 
 def load_tokenizer(path: str | Path, lowercase: bool = True) -> Tokenizer:
-    """Load ``tokenizer.json`` (as saved) or a BERT ``vocab.txt`` (configured here as uncased WordPiece)."""
+    """Load ``tokenizer.json`` (as saved), a BERT ``vocab.txt`` (configured here as WordPiece, uncased unless
+    ``lowercase`` is false) or a Hugging Face model directory (:func:`load_hf_tokenizer`)."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        return load_hf_tokenizer(path)
     if not path.is_file():
         raise TokenizerError(f"tokenizer file not found: {path}")
     try:
@@ -101,9 +104,10 @@ def tokenizer_hash(tok: Tokenizer) -> str:
 
 def tokenizer_for_run(run_path: Path, *, pretrained: str | None, texts: Iterator[str] | None,
                       cache_path: Path | None, vocab_size: int, min_frequency: int,
-                      lowercase: bool) -> Tokenizer:
+                      lowercase: bool, chinese: bool = False) -> Tokenizer:
     """The run's tokenizer: the copy saved in the run directory if there is one (resume never retrains),
-    else the configured pretrained file, else one from the cache, else trained now on ``texts``."""
+    else the configured pretrained file, else one from the cache, else trained now on ``texts``
+    (:func:`train_chinese_wordpiece` when the corpus has Chinese documents: ``chinese``)."""
     if run_path.is_file():
         return load_tokenizer(run_path)
     if pretrained:
@@ -113,7 +117,8 @@ def tokenizer_for_run(run_path: Path, *, pretrained: str | None, texts: Iterator
     else:
         if texts is None:
             raise TokenizerError("no tokenizer configured and no corpus to train one on")
-        tok = train_wordpiece(texts, vocab_size, min_frequency, lowercase)
+        train = train_chinese_wordpiece if chinese else train_wordpiece
+        tok = train(texts, vocab_size, min_frequency, lowercase)
         if cache_path is not None:
             save_tokenizer(tok, cache_path)
     save_tokenizer(tok, run_path)
@@ -125,3 +130,91 @@ def iter_paragraphs(documents, batch_size: int = 256) -> Iterator[str]:
     for batch in documents.iter(batch_size=batch_size):
         for paragraphs in batch["paragraphs"]:
             yield from paragraphs
+
+
+def load_hf_tokenizer(directory: str | Path) -> Tokenizer:
+    """The tokenizer of a Hugging Face model directory: its ``tokenizer.json``, else its ``vocab.txt`` with the
+    casing of ``tokenizer_config.json`` (``do_lower_case``, default true as BERT's). Truncation and padding
+    stored in the file are switched off: examples are cut by our builders, batches padded by our collators."""
+    import json
+
+    directory = Path(directory).expanduser()
+    tok_json, vocab = directory / "tokenizer.json", directory / "vocab.txt"
+    if tok_json.is_file():
+        tok = load_tokenizer(tok_json)
+    elif vocab.is_file():
+        lowercase = True
+        config_path = directory / "tokenizer_config.json"
+        if config_path.is_file():
+            try:
+                lowercase = bool(json.loads(config_path.read_text()).get("do_lower_case", True))
+            except (OSError, json.JSONDecodeError) as err:
+                raise TokenizerError(f"cannot read {config_path}: {err}") from None
+        tok = load_tokenizer(vocab, lowercase)
+    else:
+        raise TokenizerError(f"{directory}: no tokenizer (expected tokenizer.json, or vocab.txt with "
+                             "tokenizer_config.json)")
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def save_hf_tokenizer_files(tok: Tokenizer, directory: str | Path, model_max_length: int = 512) -> None:
+    """Write ``tokenizer.json``, ``vocab.txt``, ``tokenizer_config.json`` and ``special_tokens_map.json`` so
+    that ``transformers.AutoTokenizer.from_pretrained(directory)`` gives exactly this tokenizer's ids."""
+    import json
+
+    directory = Path(directory)
+    tok.save(str(directory / "tokenizer.json"))
+    vocab = sorted(tok.get_vocab().items(), key=lambda item: item[1])
+    if [i for _, i in vocab] != list(range(len(vocab))):
+        raise TokenizerError("the vocabulary ids are not contiguous from 0: cannot write vocab.txt")
+    (directory / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
+    special = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+               "mask_token": "[MASK]"}
+    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": is_lowercasing(tok),
+              "tokenize_chinese_chars": True, "strip_accents": None, "model_max_length": model_max_length,
+              "clean_up_tokenization_spaces": False, **special}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+
+
+def chinese_normalizer(lowercase: bool = True) -> normalizers.Normalizer:
+    """NFKC, then BERT's normalizer: the Chinese corpus reader's normalization (full-width forms to ASCII,
+    ``data_builders.language.normalize_chinese``) applied to every text the tokenizer sees, so fine-tuning
+    text that skipped the reader gets the same ids as pretraining text. Offsets still point into the
+    original text (``tokenizers`` tracks the alignment through both steps)."""
+    return normalizers.Sequence([
+        normalizers.NFKC(),
+        normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
+                                   lowercase=lowercase),
+    ])
+
+
+def chinese_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    """BERT's pre-tokenizer, then every symbol that is neither a word character nor a space (``×``, ``℃``,
+    ``‰``) isolated as well: BERT splits punctuation only, so "30厘米×30厘米" would give the WordPiece token
+    "×30" across two jieba words, and a masking unit could no longer be exactly one jieba word."""
+    return pre_tokenizers.Sequence([pre_tokenizers.BertPreTokenizer(),
+                                    pre_tokenizers.Split(Regex(r"[^\w\s]"), behavior="isolated")])
+
+
+def train_chinese_wordpiece(texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
+                            lowercase: bool = True) -> Tokenizer:
+    """A BERT-Chinese style WordPiece tokenizer trained on ``texts``: every CJK character its own token (BERT's
+    ``handle_chinese_chars`` isolates each one before WordPiece), WordPiece subwords for Latin-script runs,
+    :func:`chinese_normalizer` in front and :func:`chinese_pre_tokenizer` (symbols isolated too). The vocabulary must hold the corpus's characters: every
+    character of the training text enters the alphabet, so ``vocab_size`` should exceed the number of
+    distinct characters (about 4,000 in the law corpus) with room for Latin subwords."""
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    _configure(tok, lowercase)
+    tok.normalizer, tok.pre_tokenizer = chinese_normalizer(lowercase), chinese_pre_tokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
+        continuing_subword_prefix="##", show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    _configure(tok, lowercase)
+    # _configure set BERT's alone
+    tok.normalizer, tok.pre_tokenizer = chinese_normalizer(lowercase), chinese_pre_tokenizer()
+    return tok

@@ -8,14 +8,18 @@ import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ernie_cmtl.checkpoint import latest_checkpoint, read_state
-from ernie_cmtl.config import ConfigError, RunConfig, dump_config, load_config
+from ernie_cmtl.assembly import load_config
+from ernie_cmtl.checkpoint import latest_verified_checkpoint, read_state
+from ernie_cmtl.config import ConfigError, RunConfig, dump_config
 from ernie_cmtl.data import PreparedData, prepare_data
-from ernie_cmtl.finetune import FinetuneConfig
+from ernie_cmtl.hf import HFModel, load_hf_model, save_extra_state
 from ernie_cmtl.scheduler import Plan, build_plan
 from ernie_cmtl.trainer import Trainer, TrainResult
+
+if TYPE_CHECKING:  # downstream builds on ernie_cmtl; it is imported only when fine-tuning runs
+    from downstream.finetune import FinetuneConfig
 
 log = logging.getLogger("ernie_cmtl")
 
@@ -66,10 +70,12 @@ def configure(config_path: str | Path | None = None, overrides: list[str] | None
 
 
 def build_data(config: RunConfig, progress: bool = True) -> PreparedData:
-    """Build (or load from the cache) the documents, tokenizer and every task's examples."""
+    """Build (or load from the cache) the documents, tokenizer and every task's examples. Tasks the corpus
+    gives no examples are reported (``empty_tasks``, ``RUN_DIR/data_report.json``), not an error, while at
+    least one task has examples."""
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return prepare_data(config, run_dir, progress=progress)
+    return prepare_data(config, run_dir, progress=progress, allow_empty_tasks=True)
 
 
 def plan(config: RunConfig, png: str | Path | None = None) -> Plan:
@@ -93,10 +99,12 @@ def report(run_dir: str | Path) -> list[Path]:
 
 def finetune(checkpoint: str | Path, tasks: list[str] | str | None = None,
              config: FinetuneConfig | None = None, *, progress: bool = True) -> dict[str, Any]:
-    """Fine-tune a pretrained checkpoint (a run directory or one ``checkpoints/step_N``) on GLUE tasks and
-    the ``wikiqp`` ranking task, MT-DNN style (see :func:`ernie_cmtl.finetune.finetune`); returns the results,
-    also written to ``RUN_DIR/results.json``, and logs to ``RUN_DIR/train.log``."""
-    from ernie_cmtl.finetune import finetune as run_finetune
+    """Fine-tune a pretrained checkpoint (a run directory or one ``checkpoints/step_N``) on GLUE tasks, the
+    Chinese sets (chnsenticorp, ocnli, c3) and the ``wikiqp`` ranking task, MT-DNN style (see
+    :func:`downstream.finetune.finetune`); returns the results, also written to ``RUN_DIR/results.json``, and
+    logs to ``RUN_DIR/train.log``."""
+    from downstream.finetune import FinetuneConfig
+    from downstream.finetune import finetune as run_finetune
 
     config = config or FinetuneConfig()
     run_dir = Path(config.run_dir)
@@ -121,16 +129,38 @@ def pretrain(config: RunConfig, *, resume: bool = False, stop_at: int | None = N
     with run_log(run_dir) if rank == 0 else contextlib.nullcontext():
         data = _prepare_rank_zero_first(config, run_dir, rank, progress)
         task_ids = None
-        checkpoint = latest_checkpoint(run_dir / "checkpoints") if resume else None
+        # The newest checkpoint whose files match their checksums; newer broken ones are named in warnings.
+        checkpoint = latest_verified_checkpoint(run_dir / "checkpoints") if resume else None
         if checkpoint is not None:  # keep the task-embedding ids the checkpoint was trained with
             task_ids = read_state(checkpoint)["task_ids"]
-        trainer = Trainer(config, data, run_dir, task_ids=task_ids)
+        init_model = None
+        if config.model.init_from is not None and checkpoint is None:
+            init_model = load_hf_model(config.model.init_from)
+            if rank == 0:
+                save_extra_state(run_dir, init_model)
+        trainer = Trainer(config, data, run_dir, task_ids=task_ids, init_model=init_model)
         if resume:
             trainer.resume(checkpoint, allow_plan_change=allow_plan_change)
         if rank == 0:
             dump_config(config, run_dir / "config.yaml")
         log.info("run %s: tasks %s, %d parameters", run_dir, ", ".join(data.tasks), count_params(trainer))
         return trainer.train(stop_at=stop_at, progress=progress)
+
+
+def import_hf(directory: str | Path) -> HFModel:
+    """Read a local Hugging Face BERT / ERNIE model directory into our parameter names (encoder, masked-LM
+    head, task embeddings if any); what ``model.init_from`` starts a run from. See :mod:`ernie_cmtl.hf`."""
+    return load_hf_model(directory)
+
+
+def export(checkpoint: str | Path, out_dir: str | Path, fmt: str = "ernie", task: str | None = None) -> Path:
+    """Write a pretraining checkpoint (a run directory: its latest checkpoint; or one ``checkpoints/step_N``)
+    as a Hugging Face model directory that ``transformers.AutoModel`` / ``AutoTokenizer`` load offline.
+    ``fmt``: ``ernie`` (``ErnieForPreTraining``, task embeddings kept) or ``bert`` (``BertForMaskedLM`` with
+    ``task``'s embedding folded into the position embeddings). Returns ``out_dir``."""
+    from ernie_cmtl.hf import export_checkpoint
+
+    return export_checkpoint(checkpoint, out_dir, fmt, task)
 
 
 def _prepare_rank_zero_first(config: RunConfig, run_dir: Path, rank: int, progress: bool) -> PreparedData:

@@ -2,14 +2,19 @@
 
 ``RUN_DIR/checkpoints/step_00000100/`` holds the engine's files (``model.pt`` and ``optimizer.pt`` for the
 PyTorch engine; DeepSpeed's own layout for the DeepSpeed engine), ``rng_rank<r>.pt`` (each rank's RNG states as
-tensors) and ``trainer_state.json`` (step, data positions, task ids, plan hash, ...). Everything is written into
-a staging directory first and renamed when complete, so a crash mid-write never leaves a checkpoint that looks
-valid. Our files are read with ``torch.load(weights_only=True)``: no arbitrary object is ever unpickled.
+tensors) and ``trainer_state.json`` (step, data positions, task ids, plan hash, ..., and the size and SHA-256
+of every other file in the checkpoint). Everything is written into a staging directory first and renamed when
+complete, so a crash mid-write never leaves a checkpoint that looks valid; the checksums catch what happens to
+it later (a disk that fills, a copy cut short): ``--resume`` takes the newest checkpoint that verifies and
+names the newer ones it skipped. Our files are read with ``torch.load(weights_only=True)``: no arbitrary object
+is ever unpickled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -20,6 +25,10 @@ import torch
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 STATE_FILE = "trainer_state.json"
+FILES_KEY = "files"
+"""Key of ``trainer_state.json`` holding ``{relative path: {"bytes": size, "sha256": hex digest}}``."""
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
@@ -35,8 +44,60 @@ def checkpoint_dirs(root: Path) -> list[Path]:
 
 
 def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint under ``root`` (not verified; see :func:`latest_verified_checkpoint`)."""
     dirs = checkpoint_dirs(root)
     return dirs[-1] if dirs else None
+
+
+def file_checksums(directory: Path) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every file under ``directory`` but ``trainer_state.json``, by relative path."""
+    sums = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != STATE_FILE):
+        with path.open("rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        sums[path.relative_to(directory).as_posix()] = {"bytes": path.stat().st_size, "sha256": digest}
+    return sums
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """Why the checkpoint ``path`` cannot be resumed from (one phrase), or None when every file it recorded is
+    there with its size and checksum. A checkpoint written before checksums were recorded passes unverified."""
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+    except FileNotFoundError:
+        return f"no {STATE_FILE}"
+    except (OSError, json.JSONDecodeError) as err:
+        return f"{STATE_FILE} is unreadable ({err})"
+    for name, recorded in state.get(FILES_KEY, {}).items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        size = file.stat().st_size
+        if size != recorded["bytes"]:
+            return f"{name} has {size} bytes, {recorded['bytes']} were written (truncated or overwritten)"
+        with file.open("rb") as fh:
+            if hashlib.file_digest(fh, "sha256").hexdigest() != recorded["sha256"]:
+                return f"{name} does not match its recorded SHA-256 (corrupted)"
+    return None
+
+
+def latest_verified_checkpoint(root: Path) -> Path | None:
+    """The newest checkpoint under ``root`` that verifies (:func:`verify_checkpoint`); each newer one that does
+    not is named in a warning with the reason. None when ``root`` holds no checkpoint; raises
+    :class:`CheckpointError` listing them all when none verifies."""
+    candidates = [p for p in root.iterdir() if p.is_dir() and STEP_DIR.match(p.name)] if root.is_dir() else []
+    candidates.sort(key=lambda p: int(STEP_DIR.match(p.name).group(1)), reverse=True)
+    skipped: list[str] = []
+    for candidate in candidates:
+        reason = verify_checkpoint(candidate)
+        if reason is None:
+            for line in skipped:
+                log.warning("resume: skipped checkpoint %s; using %s instead", line, candidate)
+            return candidate
+        skipped.append(f"{candidate} ({reason})")
+    if skipped:
+        raise CheckpointError(f"no checkpoint in {root} verifies: {'; '.join(skipped)}")
+    return None
 
 
 def staging_dir(root: Path, step: int) -> Path:
@@ -75,10 +136,11 @@ def _fsync_tree(directory: Path) -> None:
 
 
 def commit_checkpoint(staging: Path, trainer_state: dict[str, Any], keep_last: int) -> Path:
-    """Write the trainer state into ``staging``, make it durable, rename it to ``step_NNNNNNNN`` and delete all
+    """Write the trainer state (with :func:`file_checksums` of the staged files) into ``staging``, make it durable, rename it to ``step_NNNNNNNN`` and delete all
     but the newest ``keep_last`` checkpoints. Called once (rank 0) after every rank wrote its files."""
     root = staging.parent
     final = root / staging.name.removeprefix(".staging-")
+    trainer_state = {**trainer_state, FILES_KEY: file_checksums(staging)}
     (staging / STATE_FILE).write_text(json.dumps(trainer_state, indent=2))
     _fsync_tree(staging)
     if final.exists():

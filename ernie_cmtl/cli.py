@@ -14,6 +14,7 @@ EXAMPLES = """examples:
   ernie-cmtl build-data --config configs/default.yaml
   ernie-cmtl plan --config configs/cmtl_paper_table.yaml
   ernie-cmtl tasks
+  ernie-cmtl export runs/default hf/my-ernie      # a transformers model directory
 """
 
 
@@ -76,17 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "Works on partial runs; plots without data are skipped and summary.md says so.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holds metrics.jsonl and config.yaml)")
 
-    p = sub.add_parser("finetune", help="fine-tune a pretrained encoder on GLUE tasks (MT-DNN style)",
+    p = sub.add_parser("finetune", help="fine-tune a pretrained encoder (GLUE, Chinese; MT-DNN style)",
                        description="Multi-task fine-tuning of a pretrained checkpoint on GLUE tasks (SST-2, CoLA, "
-                       "MRPC, RTE, STS-B) and the Wikipedia query-passage ranking task (wikiqp), then optional "
-                       "per-task fine-tuning. Prints the dev metrics and writes config.yaml, metrics.jsonl, "
-                       "train.log and results.json into the run directory. See docs/FINETUNING.md.",
-                       epilog="example:\n  ernie-cmtl finetune --checkpoint runs/default --tasks sst2,cola,mrpc,"
-                       "rte,stsb --run-dir runs/glue", formatter_class=argparse.RawDescriptionHelpFormatter)
+                       "MRPC, RTE, STS-B, MNLI, QQP, QNLI, WNLI), the Chinese ChnSentiCorp, OCNLI and C3, and the "
+                       "Wikipedia query-passage ranking task (wikiqp), then optional per-task fine-tuning. Prints "
+                       "the dev metrics and writes config.yaml, metrics.jsonl, train.log and results.json into the "
+                       "run directory. See docs/FINETUNING.md.",
+                       epilog="examples:\n  ernie-cmtl finetune --checkpoint runs/default --tasks sst2,cola,mrpc,"
+                       "rte,stsb --run-dir runs/glue\n  ernie-cmtl finetune --checkpoint runs/zh --tasks "
+                       "chnsenticorp,ocnli,c3 --run-dir runs/clue",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", metavar="PATH", required=True, help="a pretraining run directory (its latest "
                    "checkpoint is used) or one RUN_DIR/checkpoints/step_N directory")
     p.add_argument("--tasks", metavar="LIST", help="comma-separated, case-insensitive: sst2,cola,mrpc,rte,stsb,"
-                   "wikiqp (default: the config's tasks)")
+                   "mnli,qqp,qnli,wnli,wikiqp,chnsenticorp,ocnli,c3 (default: the config's tasks)")
     p.add_argument("--config", metavar="YAML", help="fine-tuning config (default: built-in defaults, the same "
                    "as configs/finetune_glue.yaml)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
@@ -96,7 +100,32 @@ def build_parser() -> argparse.ArgumentParser:
                    "N steps (overrides per_task_steps; 0 = off)")
     p.add_argument("--run-dir", metavar="DIR", help="output directory (overrides run_dir)")
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+
+    p = sub.add_parser("export", help="write a checkpoint as a Hugging Face model directory",
+                       description="Write a pretraining checkpoint as a directory that transformers loads "
+                       "offline (AutoModel / AutoTokenizer.from_pretrained): config.json, model.safetensors, "
+                       "tokenizer.json, tokenizer_config.json, vocab.txt and a README.md model card. "
+                       "See docs/HUGGINGFACE.md.",
+                       epilog="examples:\n  ernie-cmtl export runs/default hf/ernie-debug\n"
+                       "  ernie-cmtl export runs/default/checkpoints/step_00000560 hf/bert-km --format bert "
+                       "--task knowledge_masking", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a run directory (its latest checkpoint) or one "
+                   "RUN_DIR/checkpoints/step_N directory")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="the model directory to write (replaced if it exists)")
+    p.add_argument("--format", choices=["ernie", "bert"], default="ernie", help="ernie (default): "
+                   "ErnieForPreTraining with use_task_id, our task embeddings and the task-name -> id map in "
+                   "config.json; bert: a plain BertForMaskedLM with --task's embedding folded into the position "
+                   "embeddings")
+    p.add_argument("--task", metavar="NAME", help="with --format bert: the task whose embedding is folded in")
     return parser
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ernie_cmtl import api
+
+    out = api.export(args.checkpoint, args.out_dir, args.format, args.task)
+    print(f"exported ({args.format}): {out}")
+    return 0
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
@@ -132,16 +161,28 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_build_data(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ernie_cmtl import api
 
     config = api.configure(args.config, args.overrides, args.corpus, args.run_dir)
     api.setup_logging(verbose=not args.quiet)
     data = api.build_data(config, progress=not args.quiet)
+    from data_builders.corpus import CorpusReport
+
+    for line in CorpusReport.from_dict(data.report["corpus"]).summary():
+        print(line)
+    split = data.report["split"]
+    print(f"split: {split['train_documents']} train, {split['valid_documents']} valid documents"
+          + (" (one document: its last paragraphs held out)" if split["one_document_split"] else ""))
     for name, task in data.tasks.items():
         histogram = task.label_counts(data.train[name])
         shown = histogram if len(histogram) <= 40 else f"{len(histogram)} distinct labels"
         print(f"{name}: {len(data.train[name])} train, {len(data.valid[name])} valid examples; "
               f"{data.build_seconds[name]:.1f}s; train labels {shown}")
+    for name, reason in data.empty_tasks.items():
+        print(f"{name}: no examples from this corpus: {reason}")
+    print(f"account: {Path(config.run_dir) / 'data_report.json'}")
     return 0
 
 
@@ -170,8 +211,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from downstream.finetune import load_finetune_config
     from ernie_cmtl import api
-    from ernie_cmtl.finetune import load_finetune_config
 
     steps = [f"{key}={value}" for key, value in (("max_steps", args.max_steps),
                                                  ("per_task_steps", args.per_task_steps)) if value is not None]
@@ -199,23 +240,50 @@ def main(argv: list[str] | None = None) -> int:
     from ernie_cmtl.checkpoint import CheckpointError
     from ernie_cmtl.config import ConfigError
     from ernie_cmtl.data import DataBuildError
+    from ernie_cmtl.hf import HFCheckpointError
     from ernie_cmtl.report import ReportError
     from pretrain_tasks.registry import TaskRegistryError
 
     handlers = {"pretrain": _cmd_pretrain, "build-data": _cmd_build_data, "tasks": _cmd_tasks, "plan": _cmd_plan}
     handlers["report"] = _cmd_report
     handlers["finetune"] = _cmd_finetune
+    handlers["export"] = _cmd_export
     try:
         return handlers[args.command](args)
     except ConfigError as err:
-        print(f"ernie-cmtl: config error: {err}", file=sys.stderr)
-        return 2
-    except (CorpusError, TokenizerError, CheckpointError, TaskRegistryError, DataBuildError, ReportError) as err:
-        print(f"ernie-cmtl: error: {err}", file=sys.stderr)
-        return 1
+        print(f"ernie-cmtl: config error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (HFCheckpointError, CorpusError, TokenizerError, CheckpointError, TaskRegistryError, DataBuildError,
+            ReportError) as err:
+        print(f"ernie-cmtl: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as err:  # a path that cannot be read or written: the user can fix it
+        print(f"ernie-cmtl: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("ernie-cmtl: interrupted (the last complete checkpoint is intact)", file=sys.stderr)
         return 130
+    except Exception as err:  # anything else is a bug in ernie-cmtl: one line here, the traceback in a file
+        return _report_bug(err)
+
+
+EXIT_USER_ERROR = 2
+"""Exit code for every input the user can fix (config, corpus, tokenizer, checkpoint, paths); 1 is a bug."""
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _report_bug(err: Exception) -> int:
+    import tempfile
+    import traceback
+
+    with tempfile.NamedTemporaryFile("w", prefix="ernie-cmtl-crash-", suffix=".txt", delete=False) as fh:
+        traceback.print_exception(err, file=fh)
+    print(f"ernie-cmtl: internal error (a bug; please report it with {fh.name}): {type(err).__name__}: "
+          f"{_one_line(err)}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """The run configuration: one typed dataclass tree, loaded from YAML, overridable with dotted keys.
 
-Every section is a small dataclass; each component receives only its own section. Loading validates the
-whole tree up front: an unknown key or a value of the wrong type or range raises :class:`ConfigError` with a
+Every section is a small dataclass; each component receives only its own section. Loading validates each
+section up front: an unknown key or a value of the wrong type or range raises :class:`ConfigError` with a
 one-line message that names the dotted key, so a typo never survives until hour three of a run.
 
-Task sections (``tasks.<name>``) are typed by the task plugin that owns the name (see ``pretrain_tasks``).
+This module is a leaf: it imports nothing of the project. Task sections (``tasks.<name>``) are typed by the
+task plugin that owns the name, the schedule is checked against the tasks and ``model.init_from`` against its
+checkpoint where the run is assembled (:mod:`ernie_cmtl.assembly`).
 """
 
 from __future__ import annotations
@@ -34,14 +36,35 @@ def require(condition: bool, key: str, expected: str) -> None:
 class DataConfig:
     corpus: list[str] = field(default_factory=list)
     """Files, directories or globs. Empty: the embedded corpus (docstrings of the Python standard library)."""
-    format: Literal["auto", "text", "jsonl", "wikiextractor", "hf"] = "auto"
-    """Corpus format; ``auto`` decides per file (``<doc`` header, ``.jsonl``, HF dataset dir, else text)."""
+    format: Literal["auto", "text", "jsonl", "wikiextractor", "hf", "markdown", "text_file"] = "auto"
+    """Corpus format; ``auto`` decides per file (``<doc`` header, ``.jsonl``, ``.md``, HF dataset dir, else
+    text). ``markdown`` and ``text_file`` read one document per file (title: the first ``#`` heading, or the
+    first line; see ``data_builders.markdown``)."""
+    language: Literal["auto", "en", "zh"] = "auto"
+    """Corpus language. auto: per document, Chinese when its CJK characters outnumber its Latin words; en / zh:
+    every document. Chinese documents are NFKC-normalized, filtered in characters, split at 。！？； and
+    segmented with jieba for the word-level tasks (``data_builders.language``; capitalization needs en)."""
     min_body_chars: int = 200
     """Documents whose body (paragraphs kept) is shorter than this are dropped as stubs."""
     min_paragraph_words: int = 6
-    """Shorter lines are section headings or debris, not paragraphs."""
+    """Shorter lines are section headings or debris, not paragraphs (lines without CJK characters)."""
+    min_paragraph_chars: int = 4
+    """Chinese documents: lines with CJK characters and fewer of them than this are labels or debris, unless
+    they end a sentence ("删去。")."""
     max_documents: int = 0
     """Use at most this many documents (0 = all); handy for smoke runs."""
+    on_bad_input: Literal["skip", "error"] = "skip"
+    """skip: drop bad parts of the corpus (a line that is not UTF-8 or is binary, a malformed JSON Lines record,
+    an unreadable ``<doc>`` header; an unterminated ``<doc>`` keeps its text), count them per file and reason in
+    ``RUN_DIR/data_report.json``; error: the first bad part stops the run, naming ``file:line``."""
+    max_paragraph_chars: int = 10_000
+    """Longer paragraphs (lines) are cut at a sentence end, else a space, else at this bound, before
+    tokenization, so work stays linear on any input shape (docs/DATA_QUALITY.md)."""
+    max_document_chars: int = 1_000_000
+    """Longer documents are cut into parts (``<id>#2``, ...) at paragraph boundaries."""
+    skip_empty_tasks: bool = False
+    """pretrain: train without the tasks this corpus gives no examples (they are reported either way). False:
+    one error listing every such task, before any training."""
     valid_fraction: float = 0.02
     """Share of documents held out for evaluation (split by document, deterministic in the seed)."""
     max_seq_len: int = 128
@@ -54,7 +77,11 @@ class DataConfig:
     def __post_init__(self) -> None:
         require(self.min_body_chars >= 0, "data.min_body_chars", "an integer >= 0")
         require(self.min_paragraph_words >= 1, "data.min_paragraph_words", "an integer >= 1")
+        require(self.min_paragraph_chars >= 1, "data.min_paragraph_chars", "an integer >= 1")
         require(self.max_documents >= 0, "data.max_documents", "an integer >= 0")
+        require(self.max_paragraph_chars >= 100, "data.max_paragraph_chars", "an integer >= 100")
+        require(self.max_document_chars >= self.max_paragraph_chars, "data.max_document_chars",
+                "an integer >= data.max_paragraph_chars")
         require(0.0 < self.valid_fraction < 0.5, "data.valid_fraction", "a number in (0, 0.5)")
         require(16 <= self.max_seq_len <= 4096, "data.max_seq_len", "an integer in [16, 4096]")
         require(self.num_proc >= 1, "data.num_proc", "an integer >= 1")
@@ -82,36 +109,72 @@ MODEL_FLAVOURS: dict[str, dict[str, Any]] = {
 }
 
 
+MODEL_DEFAULTS: dict[str, Any] = {"max_position": 512, "type_vocab_size": 2, "layer_norm_eps": 1e-12}
+"""Shape fields every flavour shares; like the flavour sizes, filled in only when not given."""
+
+CHECKPOINT_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position",
+                     "type_vocab_size", "layer_norm_eps", "vocab_size")
+"""Fields a pretrained checkpoint (``init_from``) decides; a disagreeing value set next to it is an error."""
+
+
 @dataclass
 class ModelConfig:
     flavour: Literal["debug", "small", "base", "large", "custom"] = "debug"
-    """A size preset; size fields given next to it override the preset (``custom``: the debug sizes)."""
+    """A size preset; size fields given next to it override the preset (``custom``: the debug sizes).
+    Ignored with ``init_from``: the checkpoint's ``config.json`` gives the sizes."""
+    init_from: str | None = None
+    """A local Hugging Face model directory (BERT or ERNIE: ``config.json``, ``model.safetensors`` or
+    ``pytorch_model.bin``, tokenizer files; a sentence-transformers directory works too) to continue
+    pretraining from. Its sizes, vocabulary and tokenizer are the run's; the masked-LM head is imported when
+    the checkpoint has one; task embeddings start at zero unless the checkpoint has them (docs/HUGGINGFACE.md)."""
     hidden_size: int | None = None
     """None: the flavour's (the four size fields are filled in from ``MODEL_FLAVOURS`` when not given)."""
     num_layers: int | None = None
     num_heads: int | None = None
     intermediate_size: int | None = None
-    max_position: int = 512
-    type_vocab_size: int = 2
+    max_position: int | None = None
+    """Position-embedding rows (None: 512)."""
+    type_vocab_size: int | None = None
+    """Segment-embedding rows (None: 2)."""
     num_task_embeddings: int = 16
     """Rows of the task-embedding table; task ids are stable, so leave room for tasks added later."""
     dropout: float = 0.1
     attention_dropout: float = 0.1
-    layer_norm_eps: float = 1e-12
+    layer_norm_eps: float | None = None
+    """None: 1e-12 (BERT's)."""
     initializer_range: float = 0.02
     vocab_size: int = 0
-    """Filled in from the tokenizer; 0 in a config file."""
+    """Filled in from the tokenizer (or the ``init_from`` checkpoint); 0 in a config file."""
 
     def __post_init__(self) -> None:
-        for key, value in MODEL_FLAVOURS.get(self.flavour, MODEL_FLAVOURS["debug"]).items():
-            if getattr(self, key) is None:
-                setattr(self, key, value)
-        require(self.hidden_size > 0 and self.hidden_size % self.num_heads == 0, "model.hidden_size",
-                f"a positive multiple of model.num_heads ({self.num_heads})")
-        require(self.num_layers >= 1, "model.num_layers", "an integer >= 1")
+        if self.init_from is None:
+            self.fill_defaults()
+        elif self.sizes_resolved():
+            self.check()
         require(self.num_task_embeddings >= 1, "model.num_task_embeddings", "an integer >= 1")
         require(0.0 <= self.dropout < 1.0, "model.dropout", "a number in [0, 1)")
         require(0.0 <= self.attention_dropout < 1.0, "model.attention_dropout", "a number in [0, 1)")
+
+    def fill_defaults(self) -> None:
+        """Fill the size fields not given from the flavour and ``MODEL_DEFAULTS``, then check them."""
+        preset = {**MODEL_FLAVOURS.get(self.flavour, MODEL_FLAVOURS["debug"]), **MODEL_DEFAULTS}
+        for key, value in preset.items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        self.check()
+
+    def sizes_resolved(self) -> bool:
+        return all(getattr(self, key) is not None for key in CHECKPOINT_FIELDS)
+
+    def check(self) -> None:
+        require(self.num_heads is not None and self.num_heads >= 1, "model.num_heads", "an integer >= 1")
+        require(self.hidden_size > 0 and self.hidden_size % self.num_heads == 0, "model.hidden_size",
+                f"a positive multiple of model.num_heads ({self.num_heads})")
+        require(self.num_layers >= 1, "model.num_layers", "an integer >= 1")
+        require(self.intermediate_size >= 1, "model.intermediate_size", "an integer >= 1")
+        require(self.max_position >= 1, "model.max_position", "an integer >= 1")
+        require(self.type_vocab_size >= 1, "model.type_vocab_size", "an integer >= 1")
+        require(self.layer_norm_eps > 0, "model.layer_norm_eps", "a number > 0")
 
 
 @dataclass
@@ -155,8 +218,18 @@ class TrainConfig:
     """Checkpoints kept on disk (older ones are deleted after a new one is complete)."""
     peak_flops: float = 0.0
     """Device peak FLOP/s for MFU (0 = do not report MFU). Set it for your hardware; never guessed."""
+    length_group_window: int = 32
+    """Length grouping: each window of this many global batches is sorted by example length and cut into
+    batches (run in a random order, rows shuffled), so batches pad little (real tokens 0.68 -> 0.98 of the
+    work on the task mix); 0 or 1 = off (random batches). It changes which examples share a batch, never
+    which are seen (docs/PERFORMANCE.md: 1.5x tokens/s; held-out losses within seed noise)."""
+    compile: bool = False
+    """``torch.compile`` the model (torch engine). Off: on CPU it was slower than eager (docs/PERFORMANCE.md)."""
 
     def __post_init__(self) -> None:
+        require(self.length_group_window >= 0, "train.length_group_window", "an integer >= 0")
+        require(not self.compile or self.engine == "torch", "train.compile",
+                "false with train.engine=deepspeed (it applies to the torch engine)")
         for key in ("batch_size", "grad_accum_steps", "max_steps", "eval_every", "eval_batches",
                     "log_every", "save_every", "keep_last"):
             require(getattr(self, key) >= 1, f"train.{key}", "an integer >= 1")
@@ -400,11 +473,16 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a run config from YAML (or defaults when ``path`` is None) and apply ``KEY=VALUE`` overrides.
+def read_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Parse a run config from YAML (defaults when ``path`` is None) plus ``KEY=VALUE`` overrides into the
+    typed tree. Task sections stay plain mappings and the schedule is not yet checked against the tasks:
+    :func:`ernie_cmtl.assembly.load_config` does that whole-tree validation (this module imports nothing of
+    the project)."""
+    return from_dict(RunConfig, read_raw(path, overrides))
 
-    Task sections are validated against their plugins' config classes.
-    """
+
+def read_raw(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The YAML mapping of ``path`` (empty when None) with the dotted ``KEY=VALUE`` overrides applied."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -422,31 +500,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for text in overrides or []:
         key, value = parse_override(text)
         set_dotted(raw, key, value)
-    config = from_dict(RunConfig, raw)
-    config.tasks = resolve_task_configs(config.tasks)
-    from ernie_cmtl.scheduler import build_plan
-
-    build_plan(config.schedule, list(config.tasks), config.train.max_steps, config.seed)  # validates
-    return config
-
-
-def resolve_task_configs(sections: dict[str, Any]) -> dict[str, Any]:
-    """Turn ``tasks.<name>`` mappings into the typed config objects of the registered task plugins."""
-    from pretrain_tasks.registry import get_task_class
-
-    if not sections:
-        raise ConfigError("tasks: expected at least one task (e.g. tasks: {knowledge_masking: {}})")
-    resolved = {}
-    for name, section in sections.items():
-        if dataclasses.is_dataclass(section):
-            resolved[name] = section
-            continue
-        try:
-            task_cls = get_task_class(name)
-        except KeyError as err:
-            raise ConfigError(f"tasks.{name}: {err.args[0]}") from None
-        resolved[name] = from_dict(task_cls.config_class, section, f"tasks.{name}")
-    return resolved
+    return raw
 
 
 def dump_config(config: RunConfig, path: str | Path) -> None:

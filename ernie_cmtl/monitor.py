@@ -46,6 +46,30 @@ def resolve_wandb_mode(cfg: WandbConfig) -> str:
     return "online" if _wandb_has_credentials() else "offline"
 
 
+def truncate_metrics(path: Path, last_step: int) -> int:
+    """Keep the records of ``path`` up to ``last_step``; returns how many were kept. The file is replaced
+    atomically (a temporary sibling, then ``os.replace``), so a kill during truncation leaves the old file or the
+    new one, never a cut one. A last line cut short by a crash is dropped, not an error."""
+    kept = []
+    with path.open() as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # the half-written last line of a killed run
+                continue
+            if record.get("step", 0) <= last_step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as fh:
+        fh.writelines(kept)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return len(kept)
+
+
 class Monitor:
     """Writes every record to ``metrics.jsonl`` and, if enabled, to wandb. A no-op on ranks other than 0."""
 
@@ -59,9 +83,7 @@ class Monitor:
         if not self.active:
             return
         if truncate_after is not None and self.path.is_file():  # drop records past the resumed checkpoint
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= truncate_after]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            truncate_metrics(self.path, truncate_after)
         mode = resolve_wandb_mode(cfg.wandb)
         if mode != "disabled":  # "disabled" never imports wandb, so no service process can start
             import wandb

@@ -118,7 +118,7 @@ def _load_plan(run_dir: Path, notes: list[str]) -> tuple[str, Any]:
                      "comes from the `stage` records alone.")
         return "unknown", None
     try:
-        from ernie_cmtl.config import load_config
+        from ernie_cmtl.assembly import load_config
         from ernie_cmtl.scheduler import build_plan
 
         config = load_config(path)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from ernie_cmtl.checkpoint import (
     CheckpointError,
     commit_checkpoint,
-    latest_checkpoint,
+    latest_verified_checkpoint,
     load_rng,
     read_state,
     save_rng,
@@ -30,6 +30,7 @@ from ernie_cmtl.checkpoint import (
 from ernie_cmtl.config import ModelConfig, RunConfig
 from ernie_cmtl.data import PreparedData, TaskStream, hash_seed
 from ernie_cmtl.engine import Engine, TorchEngine
+from ernie_cmtl.hf import HFCheckpointError, HFModel, load_into
 from ernie_cmtl.model import Encoder, PretrainingModel, flops_per_token
 from ernie_cmtl.monitor import Monitor, gradient_affinity
 from ernie_cmtl.scheduler import build_plan
@@ -73,8 +74,9 @@ class TrainResult:
 
 class Trainer:
     def __init__(self, config: RunConfig, data: PreparedData, run_dir: Path,
-                 task_ids: dict[str, int] | None = None) -> None:
+                 task_ids: dict[str, int] | None = None, init_model: HFModel | None = None) -> None:
         """``task_ids``: the ids a checkpoint recorded, kept so that adding a task never renumbers others.
+        ``init_model``: pretrained weights (``model.init_from``) to start from instead of a random encoder.
         With ``train.engine=deepspeed`` the process group is started here (once per process)."""
         self.config = config
         self.data = data
@@ -87,7 +89,13 @@ class Trainer:
         self.cfg = config.train
         self.task_ids = assign_task_ids(self.plan.tasks, task_ids)
         model_cfg = config.model
-        model_cfg.vocab_size = data.tokenizer.get_vocab_size()
+        tokenizer_vocab = data.tokenizer.get_vocab_size()
+        if model_cfg.init_from is None:
+            model_cfg.vocab_size = tokenizer_vocab
+        elif tokenizer_vocab > model_cfg.vocab_size:
+            raise HFCheckpointError(f"{model_cfg.init_from}: the tokenizer has {tokenizer_vocab} tokens but the "
+                                    f"checkpoint's embeddings only {model_cfg.vocab_size} rows (expected a "
+                                    "tokenizer from the same model)")
         if max(self.task_ids.values()) >= model_cfg.num_task_embeddings:
             raise ValueError(f"{len(self.task_ids)} tasks need model.num_task_embeddings >= "
                              f"{len(self.task_ids)} (is {model_cfg.num_task_embeddings})")
@@ -99,6 +107,9 @@ class Trainer:
         # the same initial weights on every rank; then per-rank dropout streams
         torch.manual_seed(config.seed)
         model = build_model(model_cfg, data.tasks)
+        if init_model is not None:
+            imported = load_into(model, init_model)
+            log.info("initialized from %s: %s", init_model.directory, ", ".join(imported))
         torch.manual_seed(hash_seed(config.seed, self.rank))
         self.engine: Engine
         if self.cfg.engine == "deepspeed":
@@ -116,7 +127,7 @@ class Trainer:
                      self.cfg.batch_size * self.cfg.grad_accum_steps * world_size)
         self.streams = {
             name: TaskStream(data.train[name], self.cfg.batch_size, config.seed, self.task_ids[name], rank,
-                             world_size)
+                             world_size, length_group_window=self.cfg.length_group_window)
             for name in self.task_names
         }
         self.positions = dict.fromkeys(self.task_names, 0)
@@ -125,9 +136,18 @@ class Trainer:
 
     # -- batches --------------------------------------------------------------------------------------------
     def _batch(self, task_name: str, rows: dict[str, list], seed: int) -> dict[str, torch.Tensor]:
+        return self._to_device(self._collate(task_name, rows, seed))
+
+    def _collate(self, task_name: str, rows: dict[str, list], seed: int) -> dict[str, torch.Tensor]:
+        """The task's collated batch plus ``task_ids``, on the host."""
         generator = torch.Generator().manual_seed(seed)
         batch = self.data.tasks[task_name].collate(rows, generator)
         batch["task_ids"] = torch.full((batch["input_ids"].shape[0],), self.task_ids[task_name])
+        return batch
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.device.type == "cuda":  # pinned pages: the copy is truly asynchronous
+            return {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in batch.items()}
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     # -- checkpoints ----------------------------------------------------------------------------------------
@@ -172,7 +192,7 @@ class Trainer:
         """Restore model, optimizer, schedule position, data positions and RNG from a checkpoint.
         A checkpoint written under another plan is refused unless ``allow_plan_change``: then tasks new to
         the plan start with fresh heads and the step sequence follows the new plan from the saved step."""
-        path = path or latest_checkpoint(self.checkpoint_root)
+        path = path or latest_verified_checkpoint(self.checkpoint_root)
         if path is None:
             raise CheckpointError(f"--resume: no checkpoint in {self.checkpoint_root}")
         state = read_state(path)
@@ -289,6 +309,9 @@ class Trainer:
                    desc="pretrain")
         window_tokens, window_seqs, window_flops, window_start = 0, 0, 0.0, time.perf_counter()
         boundaries = set(self.plan.boundaries())
+        # (step, task, per-micro-batch loss tensors) not read yet: reading a device value is a host sync, so
+        # they are read together on logging steps (every log_every steps and the last one)
+        unread: list[tuple[int, str, list[torch.Tensor]]] = []
         while self.step < end:
             stage = self.plan.stage_at(self.step)
             name = self.plan.task_at(self.step)
@@ -302,29 +325,38 @@ class Trainer:
             for micro in range(cfg.grad_accum_steps):
                 rows = self.streams[name].rows(self.positions[name])
                 self.positions[name] += 1
-                batch = self._batch(name, rows, hash_seed(self.config.seed, self.step, micro, self.rank))
+                host_batch = self._collate(name, rows, hash_seed(self.config.seed, self.step, micro, self.rank))
+                tokens = int(host_batch["attention_mask"].sum())  # counted on the host: no device sync
+                batch = self._to_device(host_batch)
                 logits = self.engine(name, batch)
                 loss = task.loss(logits, batch)
                 self.engine.backward(loss)
                 stats = self.engine.step()
-                losses.append(float(loss.detach()))
+                losses.append(loss.detach())
                 if logging_step:
                     for key, value in task.metrics(logits.detach(), batch).items():
                         totals[key] = totals.get(key, 0.0) + float(value)
-                tokens = int(batch["attention_mask"].sum())
                 window_tokens += tokens
-                window_seqs += batch["input_ids"].shape[0]
+                window_seqs += host_batch["input_ids"].shape[0]
                 window_flops += tokens * flops_token[name]
             self.step += 1
-            loss_value = self._all_reduce([sum(losses) / len(losses)])[0] / self.world_size
-            result.losses.append((self.step, name, loss_value))
+            unread.append((self.step, name, losses))
             bar.update(1)
             if logging_step:
+                values = torch.stack([x.float() for _, _, step_losses in unread for x in step_losses]).tolist()
+                means, i = [], 0
+                for _, _, step_losses in unread:
+                    means.append(sum(values[i:i + len(step_losses)]) / len(step_losses))
+                    i += len(step_losses)
+                means = [v / self.world_size for v in self._all_reduce(means)]
+                result.losses.extend((s, t, v) for (s, t, _), v in zip(unread, means, strict=True))
+                unread.clear()
+                loss_value = means[-1]
                 elapsed = time.perf_counter() - window_start
                 record = {"step": self.step, "stage": stage.index, "task": name, "task_id": self.task_ids[name],
                           "loss": round(loss_value, 6),
                           "lr": stats["lr"] if stats else None,
-                          "grad_norm": round(stats["grad_norm"], 6) if stats else None,
+                          "grad_norm": round(float(stats["grad_norm"]), 6) if stats else None,
                           "tokens_per_s": round(window_tokens / elapsed, 1),
                           "sequences_per_s": round(window_seqs / elapsed, 2)}
                 if totals.get("count"):

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from datasets import Dataset
 from torch import Tensor, nn
 
-from data_builders.discourse_relation import RELATIONS, build_discourse_relation, relation_counts
+from data_builders.discourse_relation import (
+    ALL_RELATIONS,
+    RELATIONS,
+    build_discourse_relation,
+    relation_counts,
+)
 from ernie_cmtl.config import ModelConfig, require
 from ernie_cmtl.model import SequenceClassificationHead
 from pretrain_tasks.base import BuildContext, PretrainTask, collate_sequence_classification
@@ -28,9 +33,17 @@ class DiscourseRelationConfig:
     """Largest share of the examples one class may have; larger classes are subsampled (deterministically)
     so that a frequent marker ("however") does not dominate. 1 disables the cap."""
     min_words: int = 3
-    """Both sentences of a pair need at least this many words."""
+    """Both sentences of a pair need at least this many words (in Chinese, two characters count as one)."""
+    classes: list[str] = field(default_factory=lambda: list(RELATIONS))
+    """The relation classes built. Label ids are fixed per class (their position in ``ALL_RELATIONS``:
+    contrast, result, elaboration, addition, temporal, reason, condition), so the head has as many outputs
+    as the highest id needs. ``condition`` (如果/假如/只要) exists in Chinese text only: Chinese configs add it."""
 
     def __post_init__(self) -> None:
+        unknown = [c for c in self.classes if c not in ALL_RELATIONS]
+        require(bool(self.classes) and not unknown and len(set(self.classes)) == len(self.classes), "classes",
+                f"a non-empty list of distinct relation classes among {', '.join(ALL_RELATIONS)}"
+                + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
         require(self.min_class_examples >= 1, "min_class_examples", "an integer >= 1")
         require(0 < self.max_class_share <= 1, "max_class_share", "a number in (0, 1]")
         require(self.min_words >= 1, "min_words", "an integer >= 1")
@@ -50,8 +63,8 @@ class DiscourseRelationTask(PretrainTask):
     @property
     def num_labels(self) -> int:
         # The full inventory, even when rare classes are dropped: the head is built before any data is, and
-        # label ids stay those of DISCOURSE_MARKERS whichever classes a corpus happens to have.
-        return len(RELATIONS)
+        # label ids stay those of ALL_RELATIONS whichever classes a corpus happens to have.
+        return 1 + max(ALL_RELATIONS.index(name) for name in self.config.classes)
 
     def kept_relations(self, ctx: BuildContext) -> list[int]:
         """Label ids of the classes with >= ``min_class_examples`` pairs in the training documents (the
@@ -60,17 +73,19 @@ class DiscourseRelationTask(PretrainTask):
         if counts_path.is_file():
             counts = json.loads(counts_path.read_text())
         else:
-            counts = relation_counts(ctx.train_documents["sentences"], self.config.min_words)
+            train = ctx.train_documents
+            languages = train["language"] if "language" in train.column_names else None
+            counts = relation_counts(train["sentences"], self.config.min_words, languages)
             ctx.cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = counts_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(counts))
             tmp.replace(counts_path)
         minimum = self.config.min_class_examples
-        dropped = {name: counts[name] for name in RELATIONS if counts[name] < minimum}
+        dropped = {name: counts.get(name, 0) for name in self.config.classes if counts.get(name, 0) < minimum}
         if dropped:
             log.warning("discourse_relation: dropping classes with fewer than %d examples in the training "
                         "documents: %s", minimum, ", ".join(f"{k} ({v})" for k, v in dropped.items()))
-        kept = [i for i, name in enumerate(RELATIONS) if name not in dropped]
+        kept = sorted(ALL_RELATIONS.index(name) for name in self.config.classes if name not in dropped)
         if not kept:
             raise ValueError(f"task discourse_relation needs relation classes with >= {minimum} examples "
                              f"(tasks.discourse_relation.min_class_examples); found counts {counts} in "

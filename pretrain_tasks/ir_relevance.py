@@ -41,6 +41,9 @@ class IRRelevanceTask(PretrainTask):
 
     name = "ir_relevance"
     level = "sequence"
+    # Chinese passages are cut in jieba words, read from the shared tokenization pass (English documents
+    # ignore those columns: their examples are the same with or without them).
+    reads_sentence_tokens = True
     config_class = IRRelevanceConfig
     label_summary = str(len(LABELS))
     builder_version = 1

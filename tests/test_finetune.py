@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from glue_fixtures import write_glue_fixtures
 
-from ernie_cmtl import api
-from ernie_cmtl.checkpoint import CheckpointError
-from ernie_cmtl.config import ConfigError, ModelConfig, from_dict
-from ernie_cmtl.finetune import (
+from downstream.benchmarks import BENCHMARK_TASKS
+from downstream.finetune import (
     FinetuneConfig,
     FinetuneModel,
     load_finetune_config,
@@ -25,7 +24,9 @@ from ernie_cmtl.finetune import (
     soft_sharing_penalty,
     task_order,
 )
-from ernie_cmtl.glue import BENCHMARK_TASKS
+from ernie_cmtl import api
+from ernie_cmtl.checkpoint import CheckpointError
+from ernie_cmtl.config import ConfigError, ModelConfig, from_dict
 from ernie_cmtl.model import (
     KNRM_KERNELS,
     Encoder,
@@ -87,7 +88,7 @@ def test_shipped_config_is_the_builtin_default():
 def test_config_normalizes_task_names_and_refuses_bad_values():
     config = load_finetune_config(None, ["tasks=[SST-2, CoLA, STSB, WikiQP]", "sharing=soft"])
     assert config.tasks == ["sst2", "cola", "stsb", "wikiqp"] and config.sharing == "soft"
-    for override, message in [("lrr=1", "unknown key 'lrr'"), ("tasks=[qnli]", "tasks\\[0\\]: unknown"),
+    for override, message in [("lrr=1", "unknown key 'lrr'"), ("tasks=[qnli, xnli]", "tasks\\[1\\]: unknown"),
                               ("sharing=partial", "sharing: expected one of"), ("lr=0", "lr: expected"),
                               ("tasks=[sst2, SST-2]", "distinct"),
                               ("task_embedding_id=-2", "task_embedding_id")]:
@@ -209,6 +210,21 @@ def test_hard_sharing_has_one_encoder_soft_sharing_one_per_task():
     cls_only = FinetuneModel.build(_tiny_encoder(), specs, "hard", pair_head="cls")
     assert all(type(h) is SequenceClassificationHead for h in cls_only.heads.values())
     assert cls_only("wikiqp", batch).shape == (2, 4)
+
+
+def test_mnli_is_evaluated_on_both_dev_sets_and_qqp_counts_its_skipped_rows(tmp_path):
+    run = _save_run(tmp_path / "run", _tiny_encoder())
+    glue = write_glue_fixtures(tmp_path / "glue")
+    config = load_finetune_config(None, [f"glue_dir={glue}", f"run_dir={tmp_path / 'ft'}", "max_seq_len=16",
+                                         "max_steps=4", "batch_size=4", "sampling=uniform"])
+    results = api.finetune(run, ["MNLI", "qqp"], config, progress=False)
+    assert set(results["dev"]["mnli"]) == {"accuracy_matched", "accuracy_mismatched", "score"}
+    mnli = results["dev"]["mnli"]
+    assert mnli["score"] == pytest.approx((mnli["accuracy_matched"] + mnli["accuracy_mismatched"]) / 2, abs=1e-6)
+    assert set(results["baseline"]["mnli"]) == set(mnli)
+    assert results["dev_examples"] == {"mnli": 5, "qqp": 3} and results["train_examples"] == {"mnli": 9, "qqp": 5}
+    assert results["skipped_examples"] == {"qqp": {"train": 1}}
+    assert results["glue_score"] == pytest.approx((mnli["score"] + results["dev"]["qqp"]["score"]) / 2, abs=1e-5)
 
 
 def test_task_embedding_id_must_fit_the_checkpoint(tmp_path):
@@ -356,7 +372,7 @@ def test_cli_finetune_writes_results_with_the_metric_keys(tmp_path, pretrained_r
 
 def test_cli_finetune_errors_are_one_line(tmp_path):
     proc = _cli("finetune", "--checkpoint", str(tmp_path / "missing"), "--tasks", "sst2", cwd=tmp_path)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr  # a user error (cli.EXIT_USER_ERROR)
     assert "missing" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     proc = _cli("finetune", "--checkpoint", str(tmp_path), "--set", "sharing=partial", cwd=tmp_path)
     assert proc.returncode == 2 and "sharing" in proc.stderr

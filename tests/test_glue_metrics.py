@@ -7,20 +7,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from glue_fixtures import MNLI_DEV_MATCHED, MNLI_TRAIN, QQP_TRAIN, write_glue_fixtures
 
 from data_builders.corpus import CorpusError
-from ernie_cmtl.glue import (
+from downstream.benchmarks import (
     GLUE_TASKS,
+    build_wiki_ranking,
+    canonical_task_name,
+    read_benchmark,
+    read_glue,
+)
+from downstream.metrics import (
     accuracy,
     average_ranks,
     baseline_metrics,
-    build_wiki_ranking,
-    canonical_task_name,
+    combine_dev_splits,
     f1_binary,
     matthews_corrcoef,
     pearson,
     ranking_metrics,
-    read_glue,
     spearman,
     task_metrics,
 )
@@ -128,7 +133,7 @@ def test_task_names_are_case_insensitive():
     assert [canonical_task_name(n) for n in ("SST2", "SST-2", "cola", "STS_B", "WikiQP")] == [
         "sst2", "sst2", "cola", "stsb", "wikiqp"]
     with pytest.raises(KeyError, match="known: sst2"):
-        canonical_task_name("qnli")
+        canonical_task_name("xnli")
 
 
 # -- readers on the real files ----------------------------------------------------------------------------
@@ -137,7 +142,7 @@ ROWS = {"sst2": (67349, 872), "cola": (8551, 1043), "mrpc": (3668, 408), "rte": 
         "stsb": (5749, 1500)}  # GLUE's official sizes
 
 
-@pytest.mark.parametrize("name", list(GLUE_TASKS))
+@pytest.mark.parametrize("name", list(ROWS))  # the five in ../shared/data/glue; the other four: fixtures below
 def test_glue_readers_read_every_row_with_valid_labels(name):
     _require_glue()
     for split, expected in zip(("train", "dev"), ROWS[name], strict=True):
@@ -195,3 +200,80 @@ def test_wiki_ranking_queries_have_one_positive_from_their_own_article():
         counts = np.bincount(np.asarray(examples.labels, dtype=int), minlength=4)
         assert counts.min() > 0.2 * len(examples)  # the positive's slot is spread out
     assert build_wiki_ranking(corpus, 4, "dev").candidates == dev.candidates  # a fixed benchmark
+
+
+# -- the four GLUE tasks not in ../shared/data/glue, on fixtures in their file format (tests/glue_fixtures.py)
+
+
+def test_all_nine_glue_tasks_are_known_with_glue_metrics():
+    assert list(GLUE_TASKS) == ["sst2", "cola", "mrpc", "rte", "stsb", "mnli", "qqp", "qnli", "wnli"]
+    assert GLUE_TASKS["mnli"].num_labels == 3 and GLUE_TASKS["mnli"].dev_splits == ("dev_matched",
+                                                                                      "dev_mismatched")
+    assert set(task_metrics("qqp", [1, 0, 1], [1, 1, 1])) == {"accuracy", "f1", "score"}
+    for name in ("mnli", "qnli", "wnli"):
+        assert set(task_metrics(name, [1, 0], [1, 1])) == {"accuracy", "score"}
+
+
+def test_mnli_reads_12_column_train_and_16_column_dev_files_by_header(tmp_path):
+    glue = write_glue_fixtures(tmp_path)
+    train = read_glue(glue, "MNLI", "train")
+    assert len(train) == len(MNLI_TRAIN) == 9
+    assert train.texts_a[0] == MNLI_TRAIN[0][1] and train.texts_b[0] == MNLI_TRAIN[0][2]  # not the parses
+    # the unbalanced quote is text: the row and those after it are read as they are
+    assert train.texts_a[2] == '"One of our number will carry out your instructions minutely.'
+    assert train.texts_a[3].startswith("How do you know?")
+    names = ("contradiction", "entailment", "neutral")  # GLUE's / transformers' label order
+    assert [names[int(y)] for y in train.labels] == [r[3][-1] for r in MNLI_TRAIN]
+    matched = read_glue(glue, "mnli", "dev_matched")
+    assert [names[int(y)] for y in matched.labels] == [r[3][-1] for r in MNLI_DEV_MATCHED]  # gold, not label1
+    assert len(read_glue(glue, "mnli", "dev_mismatched")) == 2
+    with pytest.raises(CorpusError, match="mnli has no split 'dev'.*dev_matched, dev_mismatched"):
+        read_glue(glue, "mnli", "dev")
+
+
+def test_qqp_skips_and_counts_rows_with_missing_fields(tmp_path):
+    glue = write_glue_fixtures(tmp_path)
+    train = read_glue(glue, "qqp", "train")
+    assert len(train) == len(QQP_TRAIN) - 1 and train.skipped == 1
+    assert train.labels == [0.0, 1.0, 0.0, 1.0, 1.0]
+    assert train.texts_a[-1] == 'What is the "best" way to learn French?'  # quotes are text
+    assert train.texts_b[1] == "How do you control your horniness?"  # question2, not a qid column
+    assert read_glue(glue, "qqp", "dev").skipped == 0
+
+
+def test_qnli_and_wnli_read_their_pairs_and_labels(tmp_path):
+    glue = write_glue_fixtures(tmp_path)
+    qnli = read_glue(glue, "qnli", "train")
+    assert qnli.labels == [1.0, 1.0, 0.0]  # not_entailment, not_entailment, entailment
+    assert qnli.texts_a[0] == "When did the third Digimon series begin?"
+    assert not qnli.texts_b[0].endswith("\r")  # CRLF files read the same
+    wnli = read_glue(glue, "wnli", "dev")
+    assert wnli.labels == [0.0, 1.0] and wnli.texts_b == ["The hair has to be cleaned.", "Susan did not answer."]
+
+
+def test_new_glue_readers_name_the_missing_file_or_column(tmp_path):
+    glue = write_glue_fixtures(tmp_path)
+    (glue / "QNLI" / "dev.tsv").unlink()
+    with pytest.raises(CorpusError, match=r"GLUE file not found: .*QNLI/dev.tsv"):
+        read_glue(glue, "qnli", "dev")
+    (glue / "WNLI" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel_typo\n0\ta\tb\t1\n")
+    with pytest.raises(CorpusError, match=r"WNLI/train.tsv:1: header has no column 'label'"):
+        read_glue(glue, "wnli", "train")
+    with pytest.raises(CorpusError, match=r"WNLI/dev.tsv:3: expected >= 4 tab-separated columns, got 2"):
+        (glue / "WNLI" / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\t1\n1\ta\n")
+        read_glue(glue, "wnli", "dev")  # only QQP's short rows are skipped; elsewhere they are an error
+    with pytest.raises(KeyError, match="not a GLUE task"):
+        read_glue(glue, "ocnli", "dev")
+    with pytest.raises(CorpusError, match="built from a corpus"):
+        read_benchmark("wikiqp", "dev", glue)
+
+
+def test_mnli_reports_both_dev_sets_and_their_mean():
+    per_split = {"dev_matched": task_metrics("mnli", [0, 1, 2, 2], [0, 1, 2, 1]),
+                 "dev_mismatched": task_metrics("mnli", [0, 0], [0, 1])}
+    combined = combine_dev_splits("mnli", per_split)
+    assert combined == pytest.approx({"accuracy_matched": 0.75, "accuracy_mismatched": 0.5, "score": 0.625})
+    single = {"dev": task_metrics("qnli", [1, 0], [1, 1])}
+    assert combine_dev_splits("qnli", single) == single["dev"]
+    assert baseline_metrics("mnli", [2, 2, 0], [2, 1, 2, 2])["accuracy"] == pytest.approx(0.75)
+    assert baseline_metrics("qqp", [0, 0, 1], [0, 1])["f1"] == 0.0  # majority 0: no positive predicted

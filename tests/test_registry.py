@@ -43,7 +43,7 @@ def test_a_duplicate_task_name_is_an_error_naming_both_packages(tmp_path: Path):
     (dist / "entry_points.txt").write_text("[ernie_cmtl.tasks]\nknowledge_masking = fake_mod:Task\n")
     proc = subprocess.run([sys.executable, "-m", "ernie_cmtl.cli", "tasks"], capture_output=True, text=True,
                           env=_env(tmp_path), timeout=120)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # an installation the user can fix (cli.EXIT_USER_ERROR)
     message = proc.stderr.strip()
     assert len(message.splitlines()) == 1 and "Traceback" not in proc.stderr
     assert "'knowledge_masking' is registered twice" in message

@@ -13,7 +13,8 @@ import matplotlib.image
 import pytest
 
 from ernie_cmtl import api
-from ernie_cmtl.config import dump_config, load_config
+from ernie_cmtl.assembly import load_config
+from ernie_cmtl.config import dump_config
 from ernie_cmtl.report import ReportError, write_report
 from ernie_cmtl.scheduler import build_plan
 
@@ -195,7 +196,7 @@ def test_cli_report_and_its_error(tmp_path: Path):
     assert str(run_dir / "report" / "summary.md") in proc.stdout
     assert (run_dir / "report" / "affinity_stage_1.png").is_file()
     proc = _cli("report", str(tmp_path / "empty"))
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a user error (cli.EXIT_USER_ERROR)
     assert proc.stderr.startswith("ernie-cmtl: error:") and len(proc.stderr.strip().splitlines()) == 1
 
 

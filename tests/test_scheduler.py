@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ernie_cmtl.config import ConfigError, ScheduleConfig, load_config
+from ernie_cmtl.assembly import load_config
+from ernie_cmtl.config import ConfigError, ScheduleConfig
 from ernie_cmtl.scheduler import ALLOCATION_RULES, build_plan, largest_remainder
 
 PAPER = ["knowledge_masking", "capitalization", "token_document_relation", "sentence_reordering"]

@@ -13,7 +13,7 @@ from data_builders.segments import (
     pack_sentences,
     tokenize_sentences,
 )
-from ernie_cmtl.config import load_config
+from ernie_cmtl.assembly import load_config
 from ernie_cmtl.data import make_tasks, prepare_data
 from pretrain_tasks.base import BuildContext, SpecialIds
 

@@ -1,14 +1,17 @@
-"""Fine-tuning a pretrained encoder on GLUE and a ranking task, the MT-DNN way (Liu et al., 2019).
+"""Fine-tuning a pretrained encoder on GLUE, Chinese sets and a ranking task, the MT-DNN way (Liu et al., 2019).
 
 Flow: a pretraining checkpoint (``RUN_DIR`` or ``RUN_DIR/checkpoints/step_N``) -> its encoder, model config
-and tokenizer -> each task's train/dev examples (:mod:`ernie_cmtl.glue`), tokenized once -> stage 1: multi-task
-fine-tuning, each step one task's batch through the encoder and that task's output layer -> optional stage 2:
-a copy of the multi-task model fine-tuned on each task alone -> dev metrics, written to ``results.json``.
+and tokenizer -> each task's train/dev examples (:mod:`downstream.benchmarks`), tokenized once -> stage 1:
+multi-task fine-tuning, each step one task's batch through the encoder and that task's output layer ->
+optional stage 2: a copy of the multi-task model fine-tuned on each task alone -> dev metrics
+(:mod:`downstream.metrics`), written to ``results.json``.
 
-MT-DNN's four output-layer kinds: single-sentence classification (SST-2, CoLA) and pair classification (MRPC,
-RTE) with cross-entropy, similarity regression (STS-B, one output, mean squared error), and pairwise ranking
-(``wikiqp``: a query with K candidate passages, one relevant; each (query, passage) pair gets one score and the
-loss is cross-entropy of a softmax over the K scores). Single sentences use the pooled first-token state
+MT-DNN's four output-layer kinds: single-sentence classification (SST-2, CoLA, ChnSentiCorp) and pair
+classification (MRPC, RTE, MNLI, QQP, QNLI, WNLI, OCNLI) with cross-entropy, similarity regression (STS-B, one
+output, mean squared error), and ranking (``wikiqp``: a query with K candidate passages, one relevant; ``c3``: a
+question with its 2-4 answer choices). Each (query, candidate) pair gets one score and the loss is cross-entropy
+of a softmax over the query's scores; a query with fewer candidates than the widest of the task has its empty
+slots masked out of the softmax. Single sentences use the pooled first-token state
 (``SequenceClassificationHead``). Pair inputs by default add soft-match features of their two segments
 (``PairMatchingHead``; ``pair_head: cls`` turns that off). docs/FINETUNING.md explains why and what it
 measured.
@@ -34,8 +37,19 @@ from tokenizers import Tokenizer
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from data_builders.tokenizer import load_tokenizer
-from ernie_cmtl.checkpoint import STATE_FILE, CheckpointError, latest_checkpoint
+from data_builders.tokenizer import load_hf_tokenizer, load_tokenizer
+from downstream.benchmarks import (
+    BENCHMARK_TASKS,
+    GLUE_TASKS,
+    BenchmarkTask,
+    Examples,
+    HeadKind,
+    build_wiki_ranking,
+    canonical_task_name,
+    read_benchmark,
+)
+from downstream.metrics import baseline_metrics, combine_dev_splits, task_metrics
+from ernie_cmtl.checkpoint import STATE_FILE, CheckpointError
 from ernie_cmtl.config import (
     ConfigError,
     ModelConfig,
@@ -47,18 +61,7 @@ from ernie_cmtl.config import (
     to_plain,
 )
 from ernie_cmtl.engine import lr_lambda, param_groups
-from ernie_cmtl.glue import (
-    BENCHMARK_TASKS,
-    GLUE_TASKS,
-    BenchmarkTask,
-    Examples,
-    HeadKind,
-    baseline_metrics,
-    build_wiki_ranking,
-    canonical_task_name,
-    read_glue,
-    task_metrics,
-)
+from ernie_cmtl.hf import checkpoint_model_state, is_hf_model_dir, load_hf_model, resolve_checkpoint
 from ernie_cmtl.model import Encoder, PairMatchingHead, SequenceClassificationHead
 from pretrain_tasks.base import pad_sequences
 
@@ -73,16 +76,28 @@ class FinetuneConfig:
     """Everything a fine-tuning run reads; ``configs/finetune_glue.yaml`` spells out these defaults."""
 
     tasks: list[str] = field(default_factory=lambda: ["sst2", "cola", "mrpc", "rte", "stsb"])
-    """Tasks (case-insensitive; sst2, cola, mrpc, rte, stsb, wikiqp). ``--tasks`` overrides."""
+    """Tasks (case-insensitive): GLUE's sst2, cola, mrpc, rte, stsb, mnli, qqp, qnli, wnli; wikiqp; the Chinese
+    chnsenticorp, ocnli, c3. ``--tasks`` overrides."""
     glue_dir: str = "../shared/data/glue"
-    """The GLUE folder (SST-2/, CoLA/, MRPC/, RTE/, STS-B/, each with train.tsv and dev.tsv), relative to
-    the working directory."""
+    """The GLUE folder (SST-2/, CoLA/, MRPC/, RTE/, STS-B/, MNLI/, QQP/, QNLI/, WNLI/, each with train.tsv and
+    dev.tsv; MNLI with dev_matched.tsv and dev_mismatched.tsv), relative to the working directory. Only the
+    folders of the tasks run need to exist."""
+    chnsenticorp_dir: str = "../shared/data/chnsenticorp"
+    """ChnSentiCorp's folder (train.tsv, dev.tsv as released by LUGE / PaddleNLP)."""
+    ocnli_dir: str = "../shared/data/ocnli"
+    """OCNLI's folder (the CLUE release's JSON-lines files: ``ocnli_train_file`` and dev.json)."""
+    ocnli_train_file: str = "train.10k.json"
+    """OCNLI's training file in ``ocnli_dir``: train.50k.json is the full set, train.10k.json / train.3k.json
+    the release's subsets (all are validated on the same dev.json)."""
+    c3_dir: str = "../shared/data/c3"
+    """C3's folder (c3-m-train.json, c3-d-train.json, c3-m-dev.json, c3-d-dev.json: written texts and
+    dialogues, read together)."""
     ranking_corpus: list[str] = field(
         default_factory=lambda: ["../shared/data/wikipedia-en-2018-sample/valid"])
     """Wikipedia files the ``wikiqp`` ranking task is built from (queries = titles, passages = paragraphs; one
     held-out paragraph per article is the dev set)."""
     ranking_candidates: int = 4
-    """K: passages per ranking query (one relevant, K - 1 from other articles)."""
+    """K: passages per ``wikiqp`` query (one relevant, K - 1 from other articles). C3 has its own 2-4 choices."""
     run_dir: str = "runs/finetune"
     """Where ``config.yaml``, ``metrics.jsonl``, ``train.log`` and ``results.json`` go."""
     seed: int = 0
@@ -110,7 +125,8 @@ class FinetuneConfig:
     """Task-embedding row added to every fine-tuning input (0: the first pretraining task, knowledge masking
     in the default runs; see the checkpoint's trainer_state.json ``task_ids``); -1: none."""
     pair_head: Literal["match", "cls"] = "match"
-    """Output layer of the tasks whose input is a pair of segments (MRPC, RTE, STS-B, wikiqp). ``match``: the
+    """Output layer of the tasks whose input is a pair of segments (all but SST-2, CoLA and ChnSentiCorp; C3's
+    pairs are (question and document, choice)). ``match``: the
     pooled [CLS] state plus kernel-pooled soft-match features of the two segments' tokens
     (``model.PairMatchingHead``); ``cls``: the pooled [CLS] state alone (``SequenceClassificationHead``, as
     single-sentence tasks)."""
@@ -198,21 +214,17 @@ class Pretrained:
 
 
 def load_pretrained(path: str | Path) -> Pretrained:
-    """Load a pretraining run directory (its latest checkpoint) or one ``checkpoints/step_N`` directory.
+    """Load a pretraining run directory (its latest checkpoint), one ``checkpoints/step_N`` directory, or a
+    Hugging Face BERT / ERNIE model directory (``config.json`` + weights + tokenizer files, read by
+    :func:`ernie_cmtl.hf.load_hf_model`), so that a public model's baseline goes through the same code.
 
-    Reads ``RUN_DIR/config.yaml`` (its ``model`` section), ``RUN_DIR/tokenizer.json`` and the checkpoint's
-    ``model.pt`` (with ``weights_only=True``). Raises :class:`CheckpointError` naming what is missing."""
+    A run: ``RUN_DIR/config.yaml`` (its ``model`` section), ``RUN_DIR/tokenizer.json`` and the checkpoint's
+    weights (``weights_only=True``). Raises :class:`CheckpointError` / ``HFCheckpointError`` naming what is
+    missing."""
     path = Path(path).expanduser()
-    if (path / "model.pt").is_file():
-        checkpoint, run_dir = path, path.parent.parent
-    elif (path / "checkpoints").is_dir():
-        found = latest_checkpoint(path / "checkpoints")
-        if found is None:
-            raise CheckpointError(f"no complete checkpoint in {path / 'checkpoints'}")
-        checkpoint, run_dir = found, path
-    else:
-        raise CheckpointError(f"{path} is neither a pretraining run directory (with checkpoints/) nor a "
-                              "checkpoint directory (with model.pt)")
+    if is_hf_model_dir(path):
+        return _hf_pretrained(path)
+    checkpoint, run_dir = resolve_checkpoint(path)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise CheckpointError(f"{config_path} not found: fine-tuning needs the run's resolved config")
@@ -221,13 +233,10 @@ def load_pretrained(path: str | Path) -> Pretrained:
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
     if model_config.vocab_size <= 0:
         model_config.vocab_size = tokenizer.get_vocab_size()
-    try:
-        state = torch.load(checkpoint / "model.pt", map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as err:
-        raise CheckpointError(f"cannot read {checkpoint / 'model.pt'}: {str(err).splitlines()[0]}") from None
+    state = checkpoint_model_state(checkpoint)
     encoder_state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
     if not encoder_state:
-        raise CheckpointError(f"{checkpoint / 'model.pt'} holds no encoder.* weights")
+        raise CheckpointError(f"{checkpoint}: the checkpoint holds no encoder.* weights")
     task_ids: dict[str, int] = {}
     if (checkpoint / STATE_FILE).is_file():
         task_ids = json.loads((checkpoint / STATE_FILE).read_text()).get("task_ids", {})
@@ -240,51 +249,76 @@ def load_pretrained(path: str | Path) -> Pretrained:
     return pretrained
 
 
+def _hf_pretrained(directory: Path) -> Pretrained:
+    """A Hugging Face model directory as fine-tuning's starting point: its encoder, tokenizer and (ERNIE
+    exports of ours) task ids; task embeddings zero unless the checkpoint has them."""
+    hf = load_hf_model(directory)
+    rows = hf.task_embeddings.shape[0] if hf.task_embeddings is not None else 1
+    model_config = ModelConfig(init_from=str(directory), num_task_embeddings=rows, **hf.sizes)
+    task_ids = dict((hf.config.get("ernie_cmtl") or {}).get("task_ids", {}))
+    return Pretrained(directory, model_config, load_hf_tokenizer(directory), hf.encoder_state_for(rows), task_ids)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Data: examples -> token ids, once; batches by index
 
 
 @dataclass
 class Encoded:
-    """One split of one task as token ids. A ranking example owns ``group`` consecutive sequences."""
+    """One split of one task as token ids. Example ``i`` owns the sequences ``starts[i]`` to
+    ``starts[i + 1] - 1``: one, or (ranking) one per candidate, a query's candidates consecutive."""
 
     input_ids: list[list[int]]
     segment_ids: list[list[int]]
     labels: list[float]
+    starts: list[int]
+    """Cumulative sequence counts, ``len(labels) + 1`` entries from 0."""
     group: int = 1
+    """The most sequences one example owns: a ranking task's candidates (C3: 4, wikiqp: K); 1 otherwise.
+    Every batch of the task is that wide, so scores of all batches line up."""
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
 def encode_examples(tokenizer: Tokenizer, examples: Examples, task: BenchmarkTask,
-                    max_seq_len: int) -> Encoded:
+                    max_seq_len: int, group: int = 0) -> Encoded:
     """Tokenize with the run's tokenizer ([CLS] a [SEP] (b [SEP]); segment ids from the tokenizer), cut to
-    ``max_seq_len`` (pairs: the longer side first)."""
+    ``max_seq_len`` (pairs: the longer side first). Ranking examples become one (query, candidate) pair per
+    candidate; ``group`` (0: the widest example here) fixes the batch width, so that train and dev agree."""
     tokenizer.enable_truncation(max_seq_len)
     if task.kind == "ranking":
         inputs: list[Any] = [(q, c) for q, cands in zip(examples.texts_a, examples.candidates, strict=True)
                              for c in cands]
-        group = len(examples.candidates[0])
+        sizes = [len(cands) for cands in examples.candidates]
     elif examples.texts_b is not None:
-        inputs, group = list(zip(examples.texts_a, examples.texts_b, strict=True)), 1
+        inputs = list(zip(examples.texts_a, examples.texts_b, strict=True))
+        sizes = [1] * len(inputs)
     else:
-        inputs, group = list(examples.texts_a), 1
+        inputs = list(examples.texts_a)
+        sizes = [1] * len(inputs)
+    starts = [0]
+    for size in sizes:
+        starts.append(starts[-1] + size)
     encodings = tokenizer.encode_batch(inputs)
-    return Encoded([e.ids for e in encodings], [e.type_ids for e in encodings], list(examples.labels), group)
+    return Encoded([e.ids for e in encodings], [e.type_ids for e in encodings], list(examples.labels), starts,
+                   max(group, max(sizes, default=1)))
 
 
 def collate(data: Encoded, indices: list[int], kind: HeadKind, pad_id: int, task_embedding_id: int,
             device: torch.device) -> dict[str, Tensor]:
-    """Examples at ``indices`` -> padded tensors; ranking batches hold ``len(indices) * group`` sequences,
-    each query's candidates consecutive."""
-    rows = [i * data.group + j for i in indices for j in range(data.group)]
+    """Examples at ``indices`` -> padded tensors. Ranking batches hold every candidate of each query (its
+    sequences consecutive) and ``choice_mask`` [queries, group]: True where a slot holds a real candidate."""
+    rows = [r for i in indices for r in range(data.starts[i], data.starts[i + 1])]
     input_ids, attention_mask = pad_sequences([data.input_ids[r] for r in rows], pad_id)
     segment_ids, _ = pad_sequences([data.segment_ids[r] for r in rows], 0)
     labels = torch.tensor([data.labels[i] for i in indices],
                           dtype=torch.float32 if kind == "regression" else torch.long)
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "segment_ids": segment_ids,
              "labels": labels}
+    if kind == "ranking":
+        sizes = torch.tensor([data.starts[i + 1] - data.starts[i] for i in indices])
+        batch["choice_mask"] = torch.arange(data.group)[None, :] < sizes[:, None]
     if task_embedding_id >= 0:
         batch["task_ids"] = torch.full((len(rows),), task_embedding_id, dtype=torch.long)
     return {k: v.to(device) for k, v in batch.items()}
@@ -366,7 +400,8 @@ class FinetuneModel(nn.Module):
                              {task: copy.deepcopy(self.heads[task])}, {task: self.kinds[task]})
 
     def forward(self, task: str, batch: dict[str, Tensor]) -> Tensor:
-        """Class logits [B, C]; regression scores [B]; ranking scores [queries, candidates]."""
+        """Class logits [B, C]; regression scores [B]; ranking scores [queries, candidates] (``-inf`` in the
+        slots ``batch["choice_mask"]`` marks absent)."""
         encoder, head = self.encoders[task], self.heads[task]
         hidden = encoder(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"),
                          batch.get("task_ids"))
@@ -379,7 +414,12 @@ class FinetuneModel(nn.Module):
         if self.kinds[task] == "regression":
             return logits.squeeze(-1)
         if self.kinds[task] == "ranking":
-            return logits.view(batch["labels"].shape[0], -1)
+            scores = logits.squeeze(-1)
+            mask = batch.get("choice_mask")
+            if mask is None:  # every query has the same number of candidates
+                return scores.view(batch["labels"].shape[0], -1)
+            # absent choices score -inf: no probability in the softmax, ranked below every real choice
+            return scores.new_full(mask.shape, float("-inf")).masked_scatter(mask, scores)
         return logits
 
 
@@ -415,8 +455,15 @@ def soft_sharing_penalty(encoders: list[nn.Module]) -> Tensor:
 class TaskData:
     spec: BenchmarkTask
     train: Encoded
-    dev: Encoded
+    devs: dict[str, Encoded]
+    """Each dev set by split name (``dev``; MNLI: ``dev_matched``, ``dev_mismatched``)."""
     baseline: dict[str, float]
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Rows the readers left out by rule, per split (OCNLI's label ``-``, QQP's short rows); empty if none."""
+
+    @property
+    def dev_size(self) -> int:
+        return sum(len(dev) for dev in self.devs.values())
 
 
 def _subset(examples: Examples, limit: int, seed: int, keep_order: bool) -> Examples:
@@ -426,23 +473,49 @@ def _subset(examples: Examples, limit: int, seed: int, keep_order: bool) -> Exam
     return examples.subset(sorted(picked) if keep_order else picked)
 
 
-def load_task_data(name: str, config: FinetuneConfig, tokenizer: Tokenizer) -> TaskData:
-    """Read, subset and tokenize one task's train and dev splits."""
+_DATA_DIR_HINTS = {
+    "glue_dir": "the GLUE task folders SST-2/, CoLA/, MRPC/, RTE/, STS-B/, MNLI/, QQP/, QNLI/, WNLI/",
+    "chnsenticorp_dir": "ChnSentiCorp's train.tsv and dev.tsv",
+    "ocnli_dir": "OCNLI's train.*.json and dev.json",
+    "c3_dir": "C3's c3-{m,d}-{train,dev}.json",
+}
+
+
+def read_task_splits(name: str, config: FinetuneConfig) -> dict[str, Examples]:
+    """Every split of one task (``train`` first, then its dev sets), whole, from where ``config`` says."""
     spec = BENCHMARK_TASKS[name]
-    if spec.kind == "ranking":
-        train = build_wiki_ranking(config.ranking_corpus, config.ranking_candidates, "train")
-        dev = build_wiki_ranking(config.ranking_corpus, config.ranking_candidates, "dev")
-    else:
-        glue_dir = Path(config.glue_dir).expanduser()
-        if not glue_dir.is_dir():
-            raise ConfigError(f"glue_dir: directory not found: {glue_dir.resolve()} (expected the GLUE task "
-                              "folders SST-2/, CoLA/, MRPC/, RTE/, STS-B/; set it with --set glue_dir=PATH)")
-        train, dev = read_glue(glue_dir, name, "train"), read_glue(glue_dir, name, "dev")
-    dev = _subset(dev, config.max_eval_examples, DEV_SUBSET_SEED, keep_order=True)
-    baseline = baseline_metrics(name, train.labels, dev.labels, config.ranking_candidates)  # full train set
+    if spec.reader == "wiki":
+        return {split: build_wiki_ranking(config.ranking_corpus, config.ranking_candidates, split)
+                for split in ("train", "dev")}
+    data_dir = Path(getattr(config, spec.data_key)).expanduser()
+    if not data_dir.is_dir():
+        raise ConfigError(f"{spec.data_key}: directory not found: {data_dir.resolve()} (expected "
+                          f"{_DATA_DIR_HINTS[spec.data_key]}; set it with --set {spec.data_key}=PATH)")
+    splits = {}
+    for split in spec.splits:
+        files = [config.ocnli_train_file] if name == "ocnli" and split == "train" else None
+        splits[split] = read_benchmark(name, split, data_dir, files)
+    return splits
+
+
+def load_task_data(name: str, config: FinetuneConfig, tokenizer: Tokenizer) -> TaskData:
+    """Read, subset and tokenize one task's train split and dev sets; the baseline is computed from the
+    whole train set on the (subset) dev sets."""
+    spec = BENCHMARK_TASKS[name]
+    splits = read_task_splits(name, config)
+    train = splits.pop("train")
+    devs = {split: _subset(dev, config.max_eval_examples, DEV_SUBSET_SEED, keep_order=True)
+            for split, dev in splits.items()}
+    candidates = config.ranking_candidates if spec.reader == "wiki" else 0
+    baseline = combine_dev_splits(name, {split: baseline_metrics(name, train.labels, dev.labels, candidates)
+                                         for split, dev in devs.items()})
+    skipped = {split: examples.skipped for split, examples in {"train": train, **splits}.items()
+               if examples.skipped}
     train = _subset(train, config.max_train_examples, config.seed, keep_order=False)
-    return TaskData(spec, encode_examples(tokenizer, train, spec, config.max_seq_len),
-                    encode_examples(tokenizer, dev, spec, config.max_seq_len), baseline)
+    group = max((len(c) for examples in (train, *devs.values()) for c in examples.candidates), default=1)
+    return TaskData(spec, encode_examples(tokenizer, train, spec, config.max_seq_len, group),
+                    {split: encode_examples(tokenizer, dev, spec, config.max_seq_len, group)
+                     for split, dev in devs.items()}, baseline, skipped)
 
 
 def _examples_per_batch(data: TaskData, config: FinetuneConfig) -> int:
@@ -458,15 +531,17 @@ def evaluate(model: FinetuneModel, data: dict[str, TaskData], config: FinetuneCo
     results = {}
     for name in model.heads:
         task = data[name]
-        outputs = []
-        step = max(1, config.eval_batch_size // task.dev.group)
-        for start in range(0, len(task.dev), step):
-            indices = list(range(start, min(start + step, len(task.dev))))
-            batch = collate(task.dev, indices, task.spec.kind, pad_id, config.task_embedding_id, device)
-            logits = model(name, batch).float()
-            outputs.append(logits.argmax(-1) if task.spec.kind in ("single", "pair") else logits)
-        predictions = torch.cat(outputs).cpu().numpy()
-        results[name] = {k: round(v, 6) for k, v in task_metrics(name, predictions, task.dev.labels).items()}
+        per_split = {}
+        for split, dev in task.devs.items():
+            outputs = []
+            step = max(1, config.eval_batch_size // dev.group)
+            for start in range(0, len(dev), step):
+                indices = list(range(start, min(start + step, len(dev))))
+                batch = collate(dev, indices, task.spec.kind, pad_id, config.task_embedding_id, device)
+                logits = model(name, batch).float()
+                outputs.append(logits.argmax(-1) if task.spec.kind in ("single", "pair") else logits)
+            per_split[split] = task_metrics(name, torch.cat(outputs).cpu().numpy(), dev.labels)
+        results[name] = {k: round(v, 6) for k, v in combine_dev_splits(name, per_split).items()}
     model.train(was_training)
     return results
 
@@ -538,7 +613,8 @@ def finetune(checkpoint: str | Path, tasks: list[str] | str | None = None,
     a comma-separated string is accepted) and return the results, also written to ``RUN_DIR/results.json``:
     ``dev`` (final dev metrics per task), ``multitask`` (after stage 1), ``per_task`` (after stage 2, when
     ``per_task_steps`` > 0), ``baseline`` (a model that ignores its input), ``glue_score`` (mean of the GLUE
-    tasks' scores), example counts, steps and timing."""
+    tasks' scores), example counts (``skipped_examples``: rows the readers left out by rule), steps and
+    timing."""
     config = config or FinetuneConfig()
     if tasks is not None:
         names = [t for t in tasks.split(",") if t.strip()] if isinstance(tasks, str) else list(tasks)
@@ -561,7 +637,11 @@ def finetune(checkpoint: str | Path, tasks: list[str] | str | None = None,
 
     data = {name: load_task_data(name, config, pretrained.tokenizer) for name in config.tasks}
     log.info("fine-tuning %s on %s", pretrained.checkpoint,
-             ", ".join(f"{n} ({len(d.train)} train / {len(d.dev)} dev)" for n, d in data.items()))
+             ", ".join(f"{n} ({len(d.train)} train / {' + '.join(str(len(v)) for v in d.devs.values())} dev)"
+                       for n, d in data.items()))
+    for name, d in data.items():
+        if d.skipped:
+            log.info("%s: rows left out by the reader: %s", name, d.skipped)
     torch.manual_seed(config.seed)
     model = FinetuneModel.build(pretrained.encoder(), [d.spec for d in data.values()], config.sharing,
                                 config.pair_head)
@@ -580,7 +660,8 @@ def finetune(checkpoint: str | Path, tasks: list[str] | str | None = None,
     results: dict[str, Any] = {"checkpoint": str(pretrained.checkpoint), "tasks": config.tasks,
                                "sharing": config.sharing, "task_probabilities": probabilities,
                                "train_examples": {n: len(d.train) for n, d in data.items()},
-                               "dev_examples": {n: len(d.dev) for n, d in data.items()},
+                               "dev_examples": {n: d.dev_size for n, d in data.items()},
+                               "skipped_examples": {n: d.skipped for n, d in data.items() if d.skipped},
                                "baseline": {n: d.baseline for n, d in data.items()},
                                "multitask": multitask,
                                "steps": {"multitask": config.max_steps, "per_task": config.per_task_steps},
@@ -616,5 +697,6 @@ def _mean_tail(values: list[float], tail: int = 20) -> float | None:
 
 __all__ = ["FinetuneConfig", "load_finetune_config", "Pretrained", "load_pretrained", "Encoded",
            "encode_examples", "collate", "EpochBatches", "sampling_probabilities", "task_order",
-           "FinetuneModel", "task_loss", "soft_sharing_penalty", "TaskData", "load_task_data", "evaluate",
+           "FinetuneModel", "task_loss", "soft_sharing_penalty", "TaskData", "read_task_splits",
+           "load_task_data", "evaluate",
            "train_stage", "finetune"]

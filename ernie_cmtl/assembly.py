@@ -1,0 +1,96 @@
+"""Where a run is assembled: the parsed config tree checked as a whole.
+
+:mod:`ernie_cmtl.config` parses and checks each section on its own and imports nothing of the project. Here the
+parts that depend on each other are resolved: ``tasks.<name>`` sections become their plugins' typed configs,
+the schedule is checked against the tasks, and ``model.init_from`` fills the model's sizes from the
+checkpoint's ``config.json`` (a disagreeing size set in the config is an error naming both values).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from ernie_cmtl.config import CHECKPOINT_FIELDS, ConfigError, ModelConfig, RunConfig, from_dict, read_config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a run config from YAML (or defaults when ``path`` is None), apply ``KEY=VALUE`` overrides and
+    validate the whole tree: task sections against their plugins, the schedule against the tasks,
+    ``model.init_from`` against its checkpoint. Raises :class:`ConfigError` (one line) on anything wrong."""
+    config = read_config(path, overrides)
+    return assemble(config)
+
+
+def assemble(config: RunConfig) -> RunConfig:
+    """Whole-tree validation of a parsed config (in place; returned for chaining)."""
+    from ernie_cmtl.scheduler import build_plan
+
+    config.tasks = resolve_task_configs(config.tasks)
+    if config.data.language == "zh" and "capitalization" in config.tasks:
+        # Chinese has no letter case: every example would be empty (with language auto, Chinese documents
+        # simply give the task none).
+        raise ConfigError("tasks.capitalization: not available with data.language: zh (Chinese has no letter "
+                          "case to predict); remove the task or use data.language: auto or en")
+    if config.model.init_from is not None:
+        config.model = resolve_init_from(config.model)
+        if config.tokenizer.path is not None and Path(config.tokenizer.path).expanduser().resolve() != \
+                Path(config.model.init_from).expanduser().resolve():
+            raise ConfigError(f"tokenizer.path: expected unset with model.init_from (the run uses the tokenizer "
+                              f"of {config.model.init_from}, which matches its embeddings), got "
+                              f"{config.tokenizer.path!r}")
+        config.tokenizer = dataclasses.replace(config.tokenizer, path=config.model.init_from)
+    build_plan(config.schedule, list(config.tasks), config.train.max_steps, config.seed)  # validates
+    return config
+
+
+def resolve_init_from(model: ModelConfig) -> ModelConfig:
+    """The model section with the sizes of its ``init_from`` checkpoint filled in. A size the config also
+    sets must agree with ``config.json``; the checkpoint's task-embedding rows widen the table if needed."""
+    from ernie_cmtl.hf import HFCheckpointError, read_hf_config
+
+    assert model.init_from is not None
+    try:
+        hf_config = read_hf_config(model.init_from)
+    except HFCheckpointError as err:
+        raise ConfigError(f"model.init_from: {err}") from None
+    from ernie_cmtl.hf import model_sizes
+
+    sizes = model_sizes(hf_config)
+    source = Path(model.init_from) / "config.json"
+    values: dict[str, Any] = {}
+    for key in CHECKPOINT_FIELDS:
+        ours = getattr(model, key)
+        unset = ours is None or (key == "vocab_size" and ours == 0)
+        if not unset and ours != sizes[key]:
+            raise ConfigError(f"model.{key}: {ours} disagrees with {source} ({sizes[key]}); leave it unset "
+                              "with model.init_from, the checkpoint decides it")
+        values[key] = sizes[key]
+    if hf_config.get("use_task_id"):
+        values["num_task_embeddings"] = max(model.num_task_embeddings, int(hf_config.get("task_type_vocab_size", 0)))
+    resolved = dataclasses.replace(model, **values)
+    resolved.check()
+    return resolved
+
+
+def resolve_task_configs(sections: dict[str, Any]) -> dict[str, Any]:
+    """Turn ``tasks.<name>`` mappings into the typed config objects of the registered task plugins."""
+    from pretrain_tasks.registry import get_task_class
+
+    if not sections:
+        raise ConfigError("tasks: expected at least one task (e.g. tasks: {knowledge_masking: {}})")
+    resolved = {}
+    for name, section in sections.items():
+        if dataclasses.is_dataclass(section):
+            resolved[name] = section
+            continue
+        try:
+            task_cls = get_task_class(name)
+        except KeyError as err:
+            raise ConfigError(f"tasks.{name}: {err.args[0]}") from None
+        resolved[name] = from_dict(task_cls.config_class, section, f"tasks.{name}")
+    return resolved
+
+
+__all__ = ["load_config", "assemble", "resolve_init_from", "resolve_task_configs"]
