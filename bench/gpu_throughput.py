@@ -10,7 +10,7 @@ writes collated batches of the seven tasks (length-grouped ones for ours, random
 window of examples; ``bench/task_mix.py``), each task's head and the schedule's token weights. Then, on the GPU
 machine (only torch and transformers are imported there):
 
-    PYTHONPATH=. python bench/gpu_throughput.py --task-mix runs/gpu_mix/task_mix.pt --peak-flops 989e12
+    PYTHONPATH=. python bench/gpu_throughput.py --task-mix runs/gpu_mix/task_mix.pt --peak-flops PEAK
 
 Defaults: BERT-base, bf16 autocast (fp32 master weights), sequence 128, batch 256, fused AdamW and gradient
 clipping for both. Ours runs through the trainer's ``TorchEngine``; full sequences go in without an attention
@@ -315,7 +315,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="task mix: timed rounds over the exported batches")
     parser.add_argument("--warmup-rounds", type=int, default=1, help="task mix: untimed rounds first")
     parser.add_argument("--peak-flops", type=float, default=None,
-                        help="the device's dense peak FLOP/s at --precision (H200 SXM bf16: see its datasheet)")
+                        help="the dense peak FLOP/s of the device at --precision, from its datasheet (no default)")
     parser.add_argument("--arms", default="ours,hf", help="of ours, hf, hf-grouped (task mix), ours-compiled")
     parser.add_argument("--vocab", type=int, default=30522, help="full sequences: vocabulary size")
     parser.add_argument("--window", type=int, default=8, help="export: length-grouping window, in batches")

@@ -118,18 +118,7 @@ def build_ours(cfg: ModelConfig) -> OursMLM:
 
 def build_hf(cfg: ModelConfig) -> nn.Module:
     """``transformers.BertForPreTraining`` of the same size with SDPA attention, in training mode."""
-    from transformers import BertConfig, BertForPreTraining
-
-    hf_cfg = BertConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size, hidden_act="gelu",
-        max_position_embeddings=cfg.max_position, type_vocab_size=cfg.type_vocab_size,
-        layer_norm_eps=cfg.layer_norm_eps, hidden_dropout_prob=cfg.dropout,
-        attention_probs_dropout_prob=cfg.attention_dropout, attn_implementation="sdpa")
-    model = BertForPreTraining(hf_cfg)
-    if model.config._attn_implementation != "sdpa":
-        raise RuntimeError(f"HF picked attention {model.config._attn_implementation!r}, not sdpa")
-    return model.train()
+    return mix_lib.hf_model(cfg)
 
 
 def make_batch(batch_size: int, seq_len: int, vocab_size: int, mask_fraction: float,
@@ -347,10 +336,29 @@ def run_task_mix(args: argparse.Namespace, precisions: list[str]) -> list[MixRes
     return results
 
 
+def run_padding(args: argparse.Namespace) -> list:
+    """Real-token share of each task's batches: random, length-grouped (the stream itself) and packed."""
+    mix = mix_lib.build_task_mix(args.corpus, args.cache_dir, args.vocab)
+    window = args.window if args.window is not None else (TrainConfig().length_group_window or 32)
+    batch = args.batch or 32
+    report = mix_lib.padding_report(mix, batch, window)
+    weights = mix.token_weights()
+    print(f"batch {batch}, window {window}, 4 windows per task; packed: first-fit decreasing into 128-token rows")
+    print(f"{'task':<24} {'random':>8} {'grouped':>8} {'packed':>8} {'attention packed/grouped':>25}")
+    for task, r in report.items():
+        print(f"{task:<24} {r['random']:>8.3f} {r['grouped']:>8.3f} {r['packed']:>8.3f} "
+              f"{r['attention_packed_over_grouped']:>25.2f}")
+    for kind in ("random", "grouped", "packed"):  # schedule-weighted: real tokens over padded work
+        share = sum(weights.values()) / sum(w / report[t][kind] for t, w in weights.items())
+        print(f"schedule-weighted real-token share, {kind}: {share:.3f}")
+    return []
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", choices=["full", "task-mix"], default="full")
+    parser.add_argument("--workload", choices=["full", "task-mix", "padding"], default="full",
+                        help="padding: the task mix's real-token share, random / length-grouped / packed; no timing")
     parser.add_argument("--configs", default=None,
                         help="comma-separated. full: small (256/4 layers/4 heads) and/or base (768/12/12), "
                              "default both; task-mix: debug (128/2/2), small, base, default debug,small")
@@ -381,7 +389,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="length-grouping window of ours, in batches (default: train.length_group_window)")
     mix.add_argument("--arms", default="ours,today,hf", help=f"comma-separated, of {', '.join(ARMS)}")
     args = parser.parse_args(argv)
-    task_mix = args.workload == "task-mix"
+    task_mix = args.workload in ("task-mix", "padding")
     args.configs = args.configs or ("debug,small" if task_mix else "small,base")
     args.precision = args.precision or ("fp32" if task_mix else "both")
     args.warmup = args.warmup if args.warmup is not None else (1 if task_mix else 2)
@@ -407,6 +415,8 @@ def main(argv: list[str] | None = None) -> list[Result] | list[MixResult]:
     precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
           f"threads {torch.get_num_threads()}, CPU: {cpu_name()}, load average {load_average()}")
+    if args.workload == "padding":
+        return run_padding(args)
     if args.workload == "task-mix":
         print(f"task mix: dropout {DROPOUT}, warm-up {args.warmup} round(s), arms {args.arms}; real tokens/s, "
               f"{args.clock} clock", flush=True)

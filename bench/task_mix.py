@@ -270,6 +270,44 @@ def step_flops(cfg: ModelConfig, item: MixBatch, task: PretrainTask, hf: bool) -
     return item.real_tokens * flops_per_token(cfg, length, masked / max(1, item.real_tokens))
 
 
+def padding_report(mix: TaskMix, batch_size: int, window: int, windows: int = 4) -> dict[str, dict[str, float]]:
+    """Per task, over its first ``windows`` windows: the real-token share of random batches, of length-grouped
+    ones (``TaskStream`` itself) and of packed rows (first-fit decreasing of each window's examples into
+    rows of the sequence length), and the attention-score work (sum of rows x length^2) packed / grouped."""
+    out = {}
+    for name, data in mix.train.items():
+        lengths = example_lengths(data)
+        random_order = TaskStream(data, batch_size, mix.seed, mix.task_ids[name])
+        by_length = TaskStream(data, batch_size, mix.seed, mix.task_ids[name], length_group_window=window)
+        real = plain = grouped = packed = grouped_attention = packed_attention = 0
+        for k in range(windows * window):
+            for stream, is_grouped in ((random_order, False), (by_length, True)):
+                batch = lengths[stream.indices(k)]
+                longest = int(batch.max())
+                if is_grouped:
+                    grouped += longest * len(batch)
+                    grouped_attention += longest**2 * len(batch)
+                else:
+                    plain += longest * len(batch)
+                    real += int(batch.sum())
+        row = 128
+        for j in range(windows):  # a window holds the examples of its random batches: pack those
+            examples = [i for k in range(j * window, (j + 1) * window) for i in random_order.indices(k)]
+            bins: list[int] = []
+            for length in sorted(lengths[examples].tolist(), reverse=True):
+                for i, used in enumerate(bins):
+                    if used + length <= row:
+                        bins[i] += length
+                        break
+                else:
+                    bins.append(length)
+            packed += len(bins) * row
+            packed_attention += len(bins) * row**2
+        out[name] = {"random": real / plain, "grouped": real / grouped, "packed": real / packed,
+                     "attention_packed_over_grouped": packed_attention / grouped_attention}
+    return out
+
+
 def mix_tokens_per_s(seconds: dict[str, float], tokens: dict[str, int], weights: dict[str, float]) -> float:
     """Tokens/s over the schedule's mix from each task's measured seconds and real tokens."""
     total = sum(weights.values())
@@ -292,4 +330,5 @@ def time_steps(step: Step, items: list[MixBatch], clock: Callable[[], float],
 
 __all__ = ["TaskMix", "MixBatch", "build_task_mix", "export_task_mix", "load_task_mix", "sample_batches",
            "hf_inputs", "ours_step", "hf_step", "model_config", "mix_tokens_per_s", "step_flops", "time_steps",
+           "padding_report",
            "SIZES", "BERT_VOCAB"]
