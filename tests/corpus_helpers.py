@@ -13,7 +13,8 @@ from pretrain_tasks.base import BuildContext
 def hand_made_documents(*docs: list[list[str]]) -> Dataset:
     """Documents in the corpus schema, each given as paragraphs of sentences (ids "0", "1", ...; no titles)."""
     columns = {"id": [str(i) for i in range(len(docs))], "title": [""] * len(docs),
-               "paragraphs": [[" ".join(p) for p in paragraphs] for paragraphs in docs], "sentences": list(docs)}
+               "paragraphs": [[" ".join(p) for p in paragraphs] for paragraphs in docs], "sentences": list(docs),
+               "language": ["en"] * len(docs)}
     return Dataset.from_dict(columns, features=DOCUMENT_FEATURES)
 
 

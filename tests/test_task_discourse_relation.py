@@ -132,7 +132,7 @@ def test_pairs_cross_paragraph_boundaries_within_a_document(corpus, tmp_path):
     _, tok = corpus
     docs = Dataset.from_dict({"id": ["d"], "title": [""], "paragraphs": [["x", "y"]],
                               "sentences": [[["The first paragraph ends with this sentence."],
-                                             ["Meanwhile, the second paragraph starts here."]]]},
+                                             ["Meanwhile, the second paragraph starts here."]]], "language": ["en"]},
                              features=DOCUMENT_FEATURES)
     examples = build_discourse_relation(docs, tok, labels=range(len(RELATIONS)), max_seq_len=MAX_LEN, seed=0)
     a, b = _sides(tok, examples[0]["input_ids"], examples[0]["segment_ids"])
@@ -199,7 +199,8 @@ def test_corpora_without_usable_pairs_raise(corpus, tmp_path):
         task.build(docs, _ctx(tok, docs, tmp_path / "a"))
     plain = Dataset.from_dict({"id": ["a", "b"], "title": ["", ""], "paragraphs": [["x"], ["y"]],
                                "sentences": [[["A single sentence without any marker at all."]],
-                                             [["One sentence.", "And another one, still without one."]]]},
+                                             [["One sentence.", "And another one, still without one."]]],
+                               "language": ["en", "en"]},
                               features=DOCUMENT_FEATURES)
     with pytest.raises(ValueError, match="found 0 in 2 documents"):
         build_discourse_relation(plain, tok, labels=range(6), max_seq_len=MAX_LEN, seed=0)

@@ -141,7 +141,8 @@ def test_weak_top_k_one_takes_the_best_other_document_hit(wiki_corpus):
 
 def _docs(titles, paragraphs):
     return Dataset.from_dict({"id": [f"d{i}" for i in range(len(titles))], "title": titles,
-                              "paragraphs": paragraphs, "sentences": [[[p] for p in ps] for ps in paragraphs]},
+                              "paragraphs": paragraphs, "sentences": [[[p] for p in ps] for ps in paragraphs],
+                              "language": ["en"] * len(titles)},
                              features=DOCUMENT_FEATURES)
 
 

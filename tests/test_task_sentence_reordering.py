@@ -263,7 +263,8 @@ def test_build_is_deterministic_and_seeded(built, wiki_corpus, tmp_path_factory)
 def _documents(rows: list[tuple[str, str, list[list[str]]]]) -> Dataset:
     return Dataset.from_dict({"id": [r[0] for r in rows], "title": [r[1] for r in rows],
                               "paragraphs": [[" ".join(p) for p in r[2]] for r in rows],
-                              "sentences": [r[2] for r in rows]}, features=DOCUMENT_FEATURES)
+                              "sentences": [r[2] for r in rows], "language": ["en"] * len(rows)},
+                             features=DOCUMENT_FEATURES)
 
 
 def test_edge_cases(wiki_corpus, tmp_path_factory):
