@@ -209,19 +209,7 @@ def find_title_spans(words: Sequence[str], gazetteer: AbstractSet[tuple[str, ...
                      max_title_words: int = 8) -> list[tuple[int, int]]:
     """Greedy longest matches of ``gazetteer`` entries over ``words`` (lowercased here), for scripts without
     case: any word may open a title."""
-    if starts is None:
-        starts = start_index(gazetteer)
-    lower = [w.lower() for w in words]
-    spans, i, n = [], 0, len(words)
-    while i < n:
-        for length in starts.get(lower[i], ()):
-            if length <= max_title_words and i + length <= n and tuple(lower[i : i + length]) in gazetteer:
-                spans.append((i, i + length))
-                i += length
-                break
-        else:
-            i += 1
-    return spans
+    return find_phrase_spans([w.lower() for w in words], gazetteer, max_title_words, starts=starts)
 
 
 def find_chinese_entity_spans(words: Sequence[str], tags: Sequence[str],

@@ -37,7 +37,7 @@ from tokenizers import Tokenizer
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from data_builders.tokenizer import load_hf_tokenizer, load_tokenizer
+from data_builders.tokenizer import load_hf_tokenizer
 from downstream.benchmarks import (
     BENCHMARK_TASKS,
     GLUE_TASKS,
@@ -49,19 +49,18 @@ from downstream.benchmarks import (
     read_benchmark,
 )
 from downstream.metrics import baseline_metrics, combine_dev_splits, task_metrics
-from ernie_cmtl.checkpoint import STATE_FILE, CheckpointError
+from ernie_cmtl.checkpoint import CheckpointError, load_run_checkpoint
 from ernie_cmtl.config import (
     ConfigError,
     ModelConfig,
     TrainConfig,
     from_dict,
-    parse_override,
+    read_raw,
     require,
-    set_dotted,
     to_plain,
 )
 from ernie_cmtl.engine import lr_lambda, param_groups
-from ernie_cmtl.hf import checkpoint_model_state, is_hf_model_dir, load_hf_model, resolve_checkpoint
+from ernie_cmtl.hf import is_hf_model_dir, load_hf_model
 from ernie_cmtl.model import Encoder, PairMatchingHead, SequenceClassificationHead
 from pretrain_tasks.base import pad_sequences
 
@@ -172,22 +171,7 @@ class FinetuneConfig:
 def load_finetune_config(path: str | Path | None = None,
                          overrides: list[str] | None = None) -> FinetuneConfig:
     """Read a fine-tuning config from YAML (defaults when ``path`` is None) plus ``KEY=VALUE`` overrides."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError:
-            raise ConfigError(f"{path}: not valid YAML") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        raw = loaded or {}
-    for text in overrides or []:
-        key, value = parse_override(text)
-        set_dotted(raw, key, value)
-    return from_dict(FinetuneConfig, raw)
+    return from_dict(FinetuneConfig, read_raw(path, overrides))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -224,27 +208,12 @@ def load_pretrained(path: str | Path) -> Pretrained:
     path = Path(path).expanduser()
     if is_hf_model_dir(path):
         return _hf_pretrained(path)
-    checkpoint, run_dir = resolve_checkpoint(path)
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise CheckpointError(f"{config_path} not found: fine-tuning needs the run's resolved config")
-    raw = yaml.safe_load(config_path.read_text()) or {}
-    model_config = from_dict(ModelConfig, raw.get("model", {}), "model")
-    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-    if model_config.vocab_size <= 0:
-        model_config.vocab_size = tokenizer.get_vocab_size()
-    state = checkpoint_model_state(checkpoint)
-    encoder_state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
-    if not encoder_state:
-        raise CheckpointError(f"{checkpoint}: the checkpoint holds no encoder.* weights")
-    task_ids: dict[str, int] = {}
-    if (checkpoint / STATE_FILE).is_file():
-        task_ids = json.loads((checkpoint / STATE_FILE).read_text()).get("task_ids", {})
-    pretrained = Pretrained(checkpoint, model_config, tokenizer, encoder_state, task_ids)
+    run = load_run_checkpoint(path)
+    pretrained = Pretrained(run.checkpoint, run.model_config, run.tokenizer, run.encoder_state, run.task_ids)
     try:
         pretrained.encoder()
     except RuntimeError as err:
-        raise CheckpointError(f"{checkpoint}: weights do not fit {config_path}'s model section: "
+        raise CheckpointError(f"{run.checkpoint}: weights do not fit {run.run_dir / 'config.yaml'}'s model section: "
                               f"{str(err).splitlines()[0]}") from None
     return pretrained
 

@@ -441,80 +441,31 @@ def save_extra_state(run_dir: Path, hf: HFModel) -> None:
         save_file(hf.extra_state, str(run_dir / EXTRA_FILE))
 
 
-def checkpoint_model_state(checkpoint: Path) -> dict[str, Tensor]:
-    """The model state dict of one of our checkpoints (torch engine or DeepSpeed ZeRO 0-2)."""
-    from ernie_cmtl.checkpoint import CheckpointError, load_tensors
-
-    if (checkpoint / "model.pt").is_file():
-        return load_tensors(checkpoint / "model.pt")
-    deepspeed = checkpoint / "mp_rank_00_model_states.pt"
-    if deepspeed.is_file():  # DeepSpeed (ZeRO 0-2): the whole module's state is in rank 0's file
-        from ernie_cmtl.ds_engine import allow_deepspeed_checkpoint_globals
-
-        allow_deepspeed_checkpoint_globals()
-        state = load_tensors(deepspeed).get("module")
-        if isinstance(state, dict):
-            return state
-    raise CheckpointError(f"{checkpoint}: no model weights (expected model.pt, or DeepSpeed's "
-                          "mp_rank_00_model_states.pt; for ZeRO-3 run zero_to_fp32.py first)")
-
-
-def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
-    """A run directory (its latest checkpoint) or one ``checkpoints/step_N`` -> (checkpoint, run directory)."""
-    from ernie_cmtl.checkpoint import STATE_FILE, CheckpointError, latest_checkpoint
-
-    path = Path(path).expanduser()
-    if (path / STATE_FILE).is_file():
-        return path, path.parent.parent
-    if (path / "checkpoints").is_dir():
-        found = latest_checkpoint(path / "checkpoints")
-        if found is None:
-            raise CheckpointError(f"no complete checkpoint in {path / 'checkpoints'}")
-        return found, path
-    raise CheckpointError(f"{path} is neither a pretraining run directory (with checkpoints/) nor a checkpoint "
-                          f"directory (with {STATE_FILE})")
-
-
 def export_source(checkpoint: str | Path) -> tuple[ExportSource, Any]:
     """What :func:`write_model_dir` needs, read from one of our checkpoints: (source, tokenizer)."""
-    import yaml
+    from ernie_cmtl.checkpoint import load_run_checkpoint
+    from ernie_cmtl.config import to_plain
 
-    from data_builders.tokenizer import load_tokenizer
-    from ernie_cmtl.checkpoint import CheckpointError, read_state
-    from ernie_cmtl.config import ModelConfig, from_dict, to_plain
-    checkpoint, run_dir = resolve_checkpoint(checkpoint)
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise CheckpointError(f"{config_path} not found: export needs the run's resolved config")
-    raw = yaml.safe_load(config_path.read_text()) or {}
-    model_cfg = from_dict(ModelConfig, raw.get("model", {}), "model")
-    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-    state = read_state(checkpoint)
-    weights = checkpoint_model_state(checkpoint)
-    encoder = {k.removeprefix("encoder."): v for k, v in weights.items() if k.startswith("encoder.")}
-    if not encoder:
-        raise CheckpointError(f"{checkpoint}: no encoder.* weights")
-    if not model_cfg.vocab_size:
-        model_cfg.vocab_size = int(encoder["embeddings.word.weight"].shape[0])
-    mlm_heads = [name for name, section in raw.get("tasks", {}).items()
-                 if f"heads.{name}.decoder_weight" in weights]
+    run = load_run_checkpoint(checkpoint)
+    weights, state = run.weights, run.state
+    mlm_heads = [name for name in run.raw_config.get("tasks", {}) if f"heads.{name}.decoder_weight" in weights]
     mlm = None
     if mlm_heads:  # the first masked-LM head (knowledge masking in the built-in task set)
         prefix = f"heads.{mlm_heads[0]}."
         mlm = {k.removeprefix(prefix): v for k, v in weights.items()
                if k.startswith(prefix) and k != prefix + "decoder_weight"}
     extra: dict[str, Tensor] = {}
-    if (run_dir / EXTRA_FILE).is_file():
+    if (run.run_dir / EXTRA_FILE).is_file():
         from safetensors.torch import load_file
 
-        extra = load_file(str(run_dir / EXTRA_FILE))
+        extra = load_file(str(run.run_dir / EXTRA_FILE))
     tasks: dict[str, int] = {}
     for stage in (state.get("plan") or {}).get("stages", []):
         for name, steps in stage.get("steps", {}).items():
             tasks[name] = tasks.get(name, 0) + int(steps)
-    card = {"checkpoint": str(checkpoint), "step": int(state.get("step", 0)), "name": run_dir.name,
-            "init_from": model_cfg.init_from, "tasks": tasks}
-    return ExportSource(to_plain(model_cfg), encoder, mlm, dict(state.get("task_ids", {})), extra, card), tokenizer
+    card = {"checkpoint": str(run.checkpoint), "step": int(state.get("step", 0)), "name": run.run_dir.name,
+            "init_from": run.model_config.init_from, "tasks": tasks}
+    return ExportSource(to_plain(run.model_config), run.encoder_state, mlm, run.task_ids, extra, card), run.tokenizer
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, fmt: str = "ernie",
