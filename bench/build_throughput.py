@@ -1,6 +1,7 @@
 """Data-building throughput and memory of the seven task builders, and masking speed against HF.
 
-    python bench/build_throughput.py [--corpus ../shared/data/wikipedia-en-2018-sample/train] [--json OUT]
+    python bench/build_throughput.py [--corpus ../shared/data/wikipedia-en-2018-sample/train] [--factors 1 4 16]
+                                     [--num-proc 1 2] [--json OUT]
     python bench/build_throughput.py --corpus ../shared/data/chinese-laws-lawrefbook/train --factors 1 \
         --tasks knowledge_masking,sentence_reordering,sentence_distance,discourse_relation,ir_relevance \
         --no-masking       # the Chinese path: jieba segmentation is part of the shared tokenization line
@@ -9,10 +10,15 @@
    (the corpus files' bytes) per minute per core, per builder and for all seven together (the shared
    tokenization pass that knowledge masking, capitalization, token-document relation and sentence reordering
    read is its own line, and counts in the total). Target >= 20.
-2. Peak memory: the whole pipeline (documents, tokenizer, all seven builders) runs in a fresh subprocess at 1x
-   and at 4x the corpus (real copies of the files, document ids made unique per copy); prints each peak RSS.
-   Target: flat.
-3. Masking: our vectorized knowledge-masking collate against HF whole-word masking
+   The build's cost in tokenization passes (all builders incl. the shared pass / the shared pass) is its own
+   line (target <= 2.5).
+2. Growth: the whole pipeline (documents, tokenizer, all seven builders) runs in a fresh subprocess at 1x, 4x
+   and 16x the corpus (real copies of the files, document ids made unique per copy); prints time and peak
+   anonymous memory per stage at each size and their ratios (target: time linear within 15%, anonymous
+   memory flat within 15%), and each run's peak RSS.
+3. Workers: the 1x build with ``data.num_proc`` 1 and 2 (wall time of the shared pass and builders, speed-up,
+   peak anonymous memory of the main process and of each worker; target >= 1.7x at 2).
+4. Masking: our vectorized knowledge-masking collate against HF whole-word masking
    (``DataCollatorForWholeWordMask`` before transformers 5, ``DataCollatorForLanguageModeling(whole_word_mask=True)``
    since) on the same tokenized batches, HF's words laid onto our masking units; interleaved, median per batch.
 """
@@ -39,21 +45,45 @@ TASKS = ["knowledge_masking", "capitalization", "token_document_relation", "sent
 
 
 class AnonymousMemorySampler(threading.Thread):
-    """Peak anonymous memory (``RssAnon``: heap, Python objects, tokenizer/BM25 state), sampled every 20 ms.
-    Peak RSS also counts the pages of memory-mapped Arrow files the process has read, which grow with the
-    corpus but are page cache the kernel can drop; RssAnon is the memory that cannot be."""
+    """Peak anonymous memory (``RssAnon``: heap, Python objects, tokenizer/BM25 state), sampled every 20 ms,
+    of this process and (separately) of its worker processes (``data.num_proc`` > 1), overall and per stage
+    (:meth:`stage` starts a new one). Peak RSS also counts the pages of memory-mapped Arrow files the process
+    has read, which grow with the corpus but are page cache the kernel can drop; RssAnon is the memory that
+    cannot be."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.peak_mb = 0.0
+        self.worker_peak_mb = 0.0
+        self.stage_peaks: dict[str, float] = {}
+        self._stage: str | None = None
         self._stop_event = threading.Event()
 
-    def run(self) -> None:
-        status = Path("/proc/self/status")
-        while not self._stop_event.is_set():
-            for line in status.read_text().splitlines():
+    @staticmethod
+    def _anon_mb(pid: int | str) -> float:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("RssAnon:"):
-                    self.peak_mb = max(self.peak_mb, int(line.split()[1]) / 1024)
+                    return int(line.split()[1]) / 1024
+        except OSError:  # a worker that just ended
+            pass
+        return 0.0
+
+    def stage(self, name: str) -> None:
+        self._stage = name
+        self.stage_peaks[name] = self._anon_mb("self")
+
+    def run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop_event.is_set():
+            mine = self._anon_mb("self")
+            self.peak_mb = max(self.peak_mb, mine)
+            if self._stage is not None:
+                self.stage_peaks[self._stage] = max(self.stage_peaks[self._stage], mine)
+            for child in me.children(recursive=True):
+                self.worker_peak_mb = max(self.worker_peak_mb, self._anon_mb(child.pid))
             self._stop_event.wait(0.02)
 
     def stop(self) -> None:
@@ -61,17 +91,20 @@ class AnonymousMemorySampler(threading.Thread):
         self.join()
 
 
-def build_all(files: list[str], work: Path, tasks: list[str]) -> dict:
-    """Documents -> tokenizer -> every task's examples, timed per stage. Runs in the calling process."""
+def build_all(files: list[str], work: Path, tasks: list[str], num_proc: int = 1) -> dict:
+    """Documents -> tokenizer -> every task's examples, timed per stage, as ``prepare_data`` builds them
+    (document-local tasks in blocks of ``data.block_documents``, IR relevance's blocks through its config,
+    intermediates on disk). Runs in the calling process."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import datasets
 
     datasets.disable_progress_bars()
+    datasets.disable_caching()
     from data_builders.corpus import build_documents
     from data_builders.segments import add_sentence_tokens
     from data_builders.tokenizer import iter_paragraphs, train_chinese_wordpiece, train_wordpiece
     from ernie_cmtl.assembly import load_config
-    from ernie_cmtl.data import make_tasks
+    from ernie_cmtl.data import build_in_blocks, make_tasks, statistics_sample
     from pretrain_tasks.base import BuildContext, SpecialIds
 
     timings, peaks, cpu = {}, {}, {}  # cpu: process CPU seconds, what a stage costs on a machine others share
@@ -81,32 +114,44 @@ def build_all(files: list[str], work: Path, tasks: list[str]) -> dict:
     def peak_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    start = time.perf_counter()
+    sampler.stage("documents")
+    start, cpu_start = time.perf_counter(), time.process_time()
     documents = build_documents(files, output_dir=work / "documents")
     timings["documents"] = time.perf_counter() - start
+    cpu["documents"] = time.process_time() - cpu_start
     peaks["documents"] = peak_mb()
-    start = time.perf_counter()
+    config = load_config(None, ["tasks={" + ", ".join(f"{t}: {{}}" for t in tasks) + "}"])
+    stats = statistics_sample(documents, config.data.statistics_documents)
+    sampler.stage("tokenizer")
+    start, cpu_start = time.perf_counter(), time.process_time()
     chinese = "zh" in set(documents["language"])  # as prepare_data decides it
     train = train_chinese_wordpiece if chinese else train_wordpiece
-    tokenizer = train(iter_paragraphs(documents), vocab_size=8000)
+    tokenizer = train(iter_paragraphs(stats), vocab_size=8000)
     timings["tokenizer"] = time.perf_counter() - start
+    cpu["tokenizer"] = time.process_time() - cpu_start  # the trainer's Rust threads count here too
     peaks["tokenizer"] = peak_mb()
-    config = load_config(None, ["tasks={" + ", ".join(f"{t}: {{}}" for t in tasks) + "}"])
     task_objects = make_tasks(config, SpecialIds.from_tokenizer(tokenizer))
     counts = {}
     tokenized = None
+    block = config.data.block_documents * num_proc
     if any(task.reads_sentence_tokens for task in task_objects.values()):
+        sampler.stage("shared_tokenization")
         start, cpu_start = time.perf_counter(), time.process_time()  # the shared pass, as prepare_data does it
-        tokenized = add_sentence_tokens(documents, tokenizer)
+        parts = [add_sentence_tokens(documents.select(range(i, min(i + block, len(documents)))), tokenizer,
+                                     num_proc) for i in range(0, len(documents), block)]
+        tokenized = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
         timings["shared_tokenization"] = time.perf_counter() - start
         cpu["shared_tokenization"] = time.process_time() - cpu_start
         peaks["shared_tokenization"] = peak_mb()
     for name, task in task_objects.items():
-        ctx = BuildContext(tokenizer=tokenizer, max_seq_len=128, seed=0, num_proc=1,
+        sampler.stage(name)
+        ctx = BuildContext(tokenizer=tokenizer, max_seq_len=128, seed=0, num_proc=num_proc,
                            cache_dir=work / "cache" / name,
-                           train_documents=tokenized if chinese and task.reads_sentence_tokens else documents)
+                           train_documents=tokenized if chinese and task.reads_sentence_tokens else stats,
+                           work_dir=work / "scratch" / name)
         start, cpu_start = time.perf_counter(), time.process_time()
-        examples = task.build(tokenized if task.reads_sentence_tokens else documents, ctx)
+        examples = build_in_blocks(task, tokenized if task.reads_sentence_tokens else documents, ctx, "train",
+                                   config.data.block_documents)
         timings[name] = time.perf_counter() - start
         cpu[name] = time.process_time() - cpu_start
         peaks[name] = peak_mb()
@@ -114,7 +159,8 @@ def build_all(files: list[str], work: Path, tasks: list[str]) -> dict:
         del examples
     sampler.stop()
     return {"timings": timings, "cpu_seconds": cpu, "counts": counts, "documents": len(documents), "peaks_mb": peaks,
-            "peak_rss_mb": peak_mb(), "peak_anon_mb": sampler.peak_mb}
+            "peak_rss_mb": peak_mb(), "peak_anon_mb": sampler.peak_mb, "stage_anon_mb": sampler.stage_peaks,
+            "worker_peak_anon_mb": sampler.worker_peak_mb, "num_proc": num_proc}
 
 
 def replicate(files: list[Path], factor: int, into: Path) -> list[str]:
@@ -137,10 +183,11 @@ def replicate(files: list[Path], factor: int, into: Path) -> list[str]:
     return out
 
 
-def run_child(files: list[str], work: Path, tasks: list[str] = TASKS) -> dict:
+def run_child(files: list[str], work: Path, tasks: list[str] = TASKS, num_proc: int = 1) -> dict:
     """``build_all`` in a fresh interpreter, so its peak RSS is the pipeline's own."""
     code = (f"import json, sys; sys.path.insert(0, {str(REPO)!r}); from bench.build_throughput import build_all; "
-            f"from pathlib import Path; print(json.dumps(build_all({files!r}, Path({str(work)!r}), {tasks!r})))")
+            f"from pathlib import Path; print(json.dumps(build_all({files!r}, Path({str(work)!r}), {tasks!r}, "
+            f"{num_proc})))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -229,10 +276,42 @@ def bench_masking(files: list[str], batches: int = 30, batch_size: int = 32) -> 
             "batch_size": batch_size, "hf": hf_name}
 
 
+def growth_lines(results: dict, factors: list[int], stages: list[str], clock: str = "cpu_seconds") -> list[str]:
+    """Per stage: seconds (``clock``: process CPU seconds, which other load on the machine does not inflate,
+    or wall ``timings``) and peak anonymous MB at each corpus factor, and the ratios against the first factor
+    (time / factor, so linear growth reads 1.00; anonymous memory as is, so flat reads 1.00)."""
+    base = results["runs"][factors[0]]
+    head = "".join(f"{f'{f}x s':>9}{f'{f}x MB':>9}" for f in factors)
+    ratios = "".join(f"{f'{f}x t/lin':>10}{f'{f}x mem':>9}" for f in factors[1:])
+    lines = [f"{'stage':<26}{head}{ratios}"]
+    for stage in stages:
+        if stage not in base[clock]:
+            continue
+        cells = "".join(f"{results['runs'][f][clock][stage]:>9.1f}"
+                        f"{results['runs'][f]['stage_anon_mb'].get(stage, 0):>9.0f}" for f in factors)
+        growth = ""
+        for f in factors[1:]:
+            run = results["runs"][f]
+            t = run[clock][stage] / (base[clock][stage] * f / factors[0]) if base[clock][stage] else 0
+            m = run["stage_anon_mb"].get(stage, 0) / base["stage_anon_mb"][stage] if base["stage_anon_mb"].get(stage) \
+                else 0
+            growth += f"{t:>10.2f}{m:>9.2f}"
+        lines.append(f"{stage:<26}{cells}{growth}")
+    total = {f: sum(results["runs"][f][clock].values()) for f in factors}
+    lines.append(f"{'all stages':<26}" + "".join(f"{total[f]:>9.1f}{results['runs'][f]['peak_anon_mb']:>9.0f}"
+                                                 for f in factors)
+                 + "".join(f"{total[f] / (total[factors[0]] * f / factors[0]):>10.2f}"
+                           f"{results['runs'][f]['peak_anon_mb'] / base['peak_anon_mb']:>9.2f}" for f in factors[1:]))
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    parser.add_argument("--factors", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--corpus", type=Path, nargs="+", default=[DEFAULT_CORPUS],
+                        help="the 1x corpus: folders or files (default: the whole Wikipedia sample's train/)")
+    parser.add_argument("--factors", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--num-proc", type=int, nargs="+", default=[1, 2],
+                        help="data.num_proc values compared at the first factor (the first one is the main run)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--tasks", type=lambda text: text.split(","), default=TASKS,
                         help="comma-separated task names (default: all seven)")
@@ -241,14 +320,22 @@ def main() -> None:
     from data_builders.corpus import resolve_corpus_files
 
     # The corpus reader's own file listing (skips PROVENANCE.md, README*, hidden files; recurses into folders).
-    files = resolve_corpus_files([str(args.corpus)])
+    files = resolve_corpus_files([str(c) for c in args.corpus])
     raw_mb = sum(f.stat().st_size for f in files) / 1e6
     work = Path(tempfile.mkdtemp(prefix="ernie-bench-"))
-    results: dict = {"corpus": str(args.corpus), "raw_mb": raw_mb, "runs": {}}
+    results: dict = {"corpus": [str(c) for c in args.corpus], "raw_mb": raw_mb, "runs": {}, "num_proc": {}}
+    started = time.perf_counter()
     try:
         for factor in args.factors:
             copies = replicate(files, factor, work / f"corpus_x{factor}")
-            results["runs"][factor] = run_child(copies, work / f"run_x{factor}", args.tasks)
+            results["runs"][factor] = run_child(copies, work / f"run_x{factor}", args.tasks, args.num_proc[0])
+            shutil.rmtree(work / f"run_x{factor}", ignore_errors=True)
+            print(f"{factor}x done ({(time.perf_counter() - started) / 60:.1f} min)", file=sys.stderr, flush=True)
+        results["num_proc"][args.num_proc[0]] = results["runs"][args.factors[0]]
+        for num_proc in args.num_proc[1:]:
+            copies = replicate(files, args.factors[0], work / f"corpus_x{args.factors[0]}")
+            results["num_proc"][num_proc] = run_child(copies, work / f"run_np{num_proc}", args.tasks, num_proc)
+            shutil.rmtree(work / f"run_np{num_proc}", ignore_errors=True)
         try:
             results["masking"] = ({"error": "skipped (--no-masking)"} if args.no_masking
                                   else bench_masking([str(f) for f in files]))
@@ -258,7 +345,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     base = results["runs"][args.factors[0]]
-    print(f"corpus: {args.corpus} ({raw_mb:.1f} MB raw, {base['documents']} documents); one core per builder")
+    print(f"corpus: {' '.join(results['corpus'])} ({raw_mb:.1f} MB raw, {base['documents']} documents); "
+          f"num_proc {base['num_proc']}")
     print(f"{'builder':<26}{'examples':>10}{'seconds':>10}{'MB/min/core':>14}{'cpu s':>9}{'MB/min/cpu':>12}")
     cpu = base.get("cpu_seconds", {})
 
@@ -280,18 +368,37 @@ def main() -> None:
     line(f"all {len(args.tasks)} builders", "", builder_seconds, builder_cpu)
     print(f"(reading documents {base['timings']['documents']:.1f}s, tokenizer training "
           f"{base['timings']['tokenizer']:.1f}s, not counted above)")
+    if cpu.get("shared_tokenization"):
+        print(f"build cost in tokenization passes: {builder_cpu / cpu['shared_tokenization']:.2f} (CPU), "
+              f"{builder_seconds / base['timings']['shared_tokenization']:.2f} (wall); target <= 2.5")
+    if len(args.factors) > 1:
+        print("growth with the corpus (process CPU seconds and peak anonymous MB per stage; t/lin = time / "
+              "(factor x 1x time), mem = peak anonymous / 1x):")
+        for text in growth_lines(results, args.factors, ["documents", "tokenizer", "shared_tokenization",
+                                                          *args.tasks]):
+            print("  " + text)
     for factor in args.factors:
         run = results["runs"][factor]
-        print(f"peak RSS at {factor}x corpus ({factor * raw_mb:.0f} MB, {run['documents']} documents): "
-              f"{run['peak_rss_mb']:.0f} MB, of which anonymous (not file-backed) at most "
-              f"{run['peak_anon_mb']:.0f} MB")
-    print("peak RSS (MB) after each stage: " + "; ".join(
-        f"{factor}x " + ", ".join(f"{k} {v:.0f}" for k, v in results["runs"][factor]["peaks_mb"].items())
-        for factor in args.factors))
+        total = sum(run["timings"].values())
+        print(f"{factor}x corpus ({factor * raw_mb:.0f} MB, {run['documents']} documents): {total:.0f} s in all "
+              f"stages, peak RSS {run['peak_rss_mb']:.0f} MB, peak anonymous {run['peak_anon_mb']:.0f} MB")
     if len(args.factors) > 1:
-        first, last = (results["runs"][f]["peak_rss_mb"] for f in (args.factors[0], args.factors[-1]))
-        print(f"peak memory ratio {args.factors[-1]}x / {args.factors[0]}x: RSS {last / first:.2f}, anonymous "
-              f"{results['runs'][args.factors[-1]]['peak_anon_mb'] / results['runs'][args.factors[0]]['peak_anon_mb']:.2f}")
+        first, last = (results["runs"][f] for f in (args.factors[0], args.factors[-1]))
+        ratio = sum(last["timings"].values()) / sum(first["timings"].values())
+        print(f"{args.factors[-1]}x / {args.factors[0]}x: time {ratio:.2f} (linear: "
+              f"{args.factors[-1] / args.factors[0]:.0f}), peak RSS {last['peak_rss_mb'] / first['peak_rss_mb']:.2f}, "
+              f"peak anonymous {last['peak_anon_mb'] / first['peak_anon_mb']:.2f}")
+    if len(results["num_proc"]) > 1:
+        runs = results["num_proc"]
+        one = runs[args.num_proc[0]]
+        building = [k for k in one["timings"] if k not in ("documents", "tokenizer")]
+        for num_proc, run in runs.items():
+            seconds = sum(run["timings"][k] for k in building)
+            speed = sum(one["timings"][k] for k in building) / seconds
+            print(f"num_proc {num_proc}: shared pass + builders {seconds:.1f} s wall ({speed:.2f}x num_proc "
+                  f"{args.num_proc[0]}), main process peak anonymous {run['peak_anon_mb']:.0f} MB, per worker "
+                  f"{run['worker_peak_anon_mb']:.0f} MB; per stage " + ", ".join(
+                      f"{k} {one['timings'][k] / run['timings'][k]:.2f}x" for k in building))
     m = results["masking"]
     if "error" in m:
         print(f"masking comparison failed: {m['error']}")

@@ -61,6 +61,23 @@ def replace_section(path: Path, section: str) -> None:
     path.write_text(text if text.endswith("\n") else text + "\n")
 
 
+def finished(run_dir: Path, checkpoint: Path, config) -> dict | None:
+    """The results of a fine-tuning run this benchmark already finished with the same settings (a rerun after
+    an interruption redoes only what is missing), else None."""
+    import yaml
+
+    results, saved = run_dir / "results.json", run_dir / "config.yaml"
+    if not (results.is_file() and saved.is_file()):
+        return None
+    before = yaml.safe_load(saved.read_text())
+    keys = ("seed", "max_steps", "lr", "batch_size", "max_seq_len", "max_train_examples", "tasks", "sharing")
+    data = json.loads(results.read_text())
+    if any(before.get(k) != getattr(config, k) for k in keys) or Path(data["checkpoint"]) != checkpoint:
+        return None
+    print(f"{run_dir.name}: reusing its finished results.json", file=sys.stderr, flush=True)
+    return data
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pretrain-steps", type=int, default=210, help="continued-pretraining steps per "
@@ -105,7 +122,7 @@ def main() -> None:
                 f"batch_size={args.finetune_batch}", f"max_seq_len={args.finetune_seq_len}",
                 f"max_train_examples={args.max_train_examples}", "per_task_steps=0", "eval_every=0",
                 f"run_dir={args.work / f'{name}_ft{seed}'}", f"glue_dir={REPO.parent / 'shared' / 'data' / 'glue'}"])
-            result = api.finetune(checkpoint, GLUE, ft, progress=False)
+            result = finished(Path(ft.run_dir), checkpoint, ft) or api.finetune(checkpoint, GLUE, ft, progress=False)
             for task in GLUE:
                 scores[task].append(result["dev"][task]["score"])
             scores["glue"].append(result["glue_score"])

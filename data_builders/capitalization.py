@@ -17,10 +17,19 @@ tokenizer's offsets (``tokenize_sentences`` keeps each word's cased surface form
 
 from __future__ import annotations
 
+import numpy as np
+import pyarrow as pa
 from datasets import Dataset
 from tokenizers import Tokenizer
 
-from data_builders.segments import document_sentences, pack_sentences
+from data_builders.segments import (
+    INPUT_IDS_TYPE,
+    document_token_lists,
+    flat_tokens,
+    framed_lists,
+    pack_sentences,
+    token_columns,
+)
 from data_builders.tokenizer import is_lowercasing
 
 IGNORE_INDEX = -100
@@ -50,6 +59,10 @@ def require_uncased(tokenizer: Tokenizer, task: str = "capitalization") -> None:
             "set tokenizer.lowercase: true (or give an uncased tokenizer file in tokenizer.path)")
 
 
+_CASE_MEMO: tuple[dict[str, int], dict[str, int]] = ({}, {})
+"""word -> ``case_label(word, three_way)``, per ``three_way`` (a builder sees each frequent word many times)."""
+
+
 def capitalization_batch(batch: dict[str, list], *, tokenizer: Tokenizer, max_seq_len: int, three_way: bool,
                          sentence_initial: bool, min_tokens: int) -> dict[str, list]:
     """``datasets.map`` function: a batch of documents -> a batch of examples."""
@@ -57,34 +70,85 @@ def capitalization_batch(batch: dict[str, list], *, tokenizer: Tokenizer, max_se
     budget = max_seq_len - 2
     out: dict[str, list] = {"input_ids": [], "labels": [], "doc_id": []}
     languages = batch.get("language")
+    memo = _CASE_MEMO[three_way]
+    if len(memo) > 1 << 17:
+        memo.clear()
     for index, doc_id in enumerate(batch["id"]):
         if languages is not None and languages[index] == "zh":  # Chinese has no case to predict
             continue
-        sentences = document_sentences(batch, index, tokenizer)
-        for start, end in pack_sentences([len(s.ids) for s in sentences], budget):
+        ids_per_sentence, starts_per_sentence, words_per_sentence, _ = document_token_lists(batch, index, tokenizer)
+        for start, end in pack_sentences([len(ids) for ids in ids_per_sentence], budget):
             ids, labels = [cls_id], [IGNORE_INDEX]
-            for sentence in sentences[start:end]:
-                offset = len(ids)
-                ids.extend(sentence.ids)
-                labels.extend([IGNORE_INDEX] * len(sentence.ids))
-                first = True
-                for (t_start, _), word in zip(sentence.word_spans, sentence.words, strict=True):
-                    label = case_label(word, three_way)
-                    if label != IGNORE_INDEX and first:
-                        first = False
-                        if not sentence_initial:
-                            continue
-                    labels[offset + t_start] = label
+            for k in range(start, end):
+                sentence_ids = ids_per_sentence[k]
+                ids.extend(sentence_ids)
+                sentence_labels = [IGNORE_INDEX] * len(sentence_ids)
+                words = words_per_sentence[k]
+                word_labels = [memo[w] if w in memo else memo.setdefault(w, case_label(w, three_way))
+                               for w in words]
+                starts = starts_per_sentence[k]
+                for t_start, label in zip(starts, word_labels, strict=True):
+                    sentence_labels[t_start] = label
+                if not sentence_initial:  # the sentence's first cased word stays unlabelled
+                    for t_start, label in zip(starts, word_labels, strict=True):
+                        if label != IGNORE_INDEX:
+                            sentence_labels[t_start] = IGNORE_INDEX
+                            break
+                labels.extend(sentence_labels)
             if len(ids) - 1 > budget:  # one over-long sentence: truncate (labels stay aligned)
                 ids, labels = ids[: budget + 1], labels[: budget + 1]
             ids.append(sep_id)
             labels.append(IGNORE_INDEX)
-            if len(ids) - 2 < min_tokens or all(label == IGNORE_INDEX for label in labels):
+            if len(ids) - 2 < min_tokens or labels.count(IGNORE_INDEX) == len(labels):
                 continue
             out["input_ids"].append(ids)
             out["labels"].append(labels)
             out["doc_id"].append(doc_id)
     return out
+
+
+def capitalization_table(batch: pa.Table, *, tokenizer: Tokenizer, max_seq_len: int, three_way: bool,
+                         sentence_initial: bool, min_tokens: int) -> pa.Table:
+    """:func:`capitalization_batch` on an Arrow batch carrying the shared tokenization pass: the same
+    examples, computed with numpy over the batch's flattened tokens and words (a case label per distinct
+    word, not per occurrence)."""
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    budget = max_seq_len - 2
+    flat = flat_tokens(batch)
+    memo = _CASE_MEMO[three_way]
+    if len(memo) > 1 << 17:
+        memo.clear()
+    word_labels = np.array([memo[w] if w in memo else memo.setdefault(w, case_label(w, three_way))
+                            for w in flat.dictionary], dtype=np.int64)[flat.word_codes]
+    if not sentence_initial:  # each sentence's first cased word stays unlabelled
+        cased = np.flatnonzero(word_labels != IGNORE_INDEX)
+        _, first = np.unique(flat.word_sentence[cased], return_index=True)
+        word_labels[cased[first]] = IGNORE_INDEX
+    token_labels = np.full(len(flat.tokens), IGNORE_INDEX, dtype=np.int64)
+    token_labels[flat.word_tokens] = word_labels
+    labelled = np.zeros(len(token_labels) + 1, dtype=np.int64)
+    np.cumsum(token_labels != IGNORE_INDEX, out=labelled[1:])
+    sentence_lengths = np.diff(flat.sentence_tokens).tolist()
+    token_offsets = flat.sentence_tokens.tolist()
+    doc_sentences = flat.doc_sentences.tolist()
+    languages = batch.column("language").to_pylist() if "language" in batch.column_names else None
+    doc_ids = batch.column("id").to_pylist()
+    starts, ends, out_ids = [], [], []
+    for index, doc_id in enumerate(doc_ids):
+        if languages is not None and languages[index] == "zh":  # Chinese has no case to predict
+            continue
+        first_sentence = doc_sentences[index]
+        for start, end in pack_sentences(sentence_lengths[first_sentence : doc_sentences[index + 1]], budget):
+            a, b = token_offsets[first_sentence + start], token_offsets[first_sentence + end]
+            b = min(b, a + budget)  # one over-long sentence: truncate (labels stay aligned)
+            if b - a < min_tokens or labelled[b] == labelled[a]:
+                continue
+            starts.append(a)
+            ends.append(b)
+            out_ids.append(doc_id)
+    return pa.table({"input_ids": framed_lists(flat.tokens, starts, ends, cls_id, sep_id, INPUT_IDS_TYPE),
+                     "labels": framed_lists(token_labels, starts, ends, IGNORE_INDEX, IGNORE_INDEX),
+                     "doc_id": pa.array(out_ids, type=pa.string())})
 
 
 def build_capitalization(documents: Dataset, tokenizer: Tokenizer, *, max_seq_len: int,
@@ -98,16 +162,20 @@ def build_capitalization(documents: Dataset, tokenizer: Tokenizer, *, max_seq_le
     if scheme not in SCHEMES:
         raise ValueError(f"capitalization scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
     require_uncased(tokenizer)
-    examples = documents.map(
-        capitalization_batch,
+    columns = token_columns(documents, tags=False)  # the documents' text stays unread
+    arrow = "sentence_ids" in columns.column_names  # the shared pass: numpy over Arrow batches
+    examples = (columns.with_format("arrow") if arrow else columns).map(
+        capitalization_table if arrow else capitalization_batch,
         batched=True,
         batch_size=64,
-        remove_columns=documents.column_names,
+        remove_columns=columns.column_names,
         num_proc=num_proc if num_proc > 1 else None,
         fn_kwargs={"tokenizer": tokenizer, "max_seq_len": max_seq_len, "three_way": scheme == "three_way",
                    "sentence_initial": sentence_initial, "min_tokens": min_tokens},
         desc="capitalization",
     )
+    if arrow:
+        examples = examples.with_format(None)
     if len(examples) == 0:
         chinese = list(documents["language"]).count("zh") if "language" in documents.column_names else 0
         why = f" ({chinese} of them Chinese, which have no case)" if chinese else ""

@@ -109,7 +109,7 @@ def find_pairs(sentences: list[str], min_words: int = 3) -> Iterator[tuple[str, 
                     and _word_count(sentences[i - 1]) >= min_words):
                 marker = " ".join(match.group("marker").lower().split())
                 yield sentences[i - 1], _capitalize(rest), _MARKER_CLASS[marker], marker
-        reason = _REASON.match(sentence)
+        reason = _REASON.match(sentence) if "because" in sentence else None  # the regex needs the word
         if reason and reason.group("hedge") != "not":
             a, b = reason.group("a").rstrip(" ,;:-"), reason.group("b")
             if (_word_count(a) >= min_words and _word_count(b) >= min_words and _balanced(a)
@@ -212,6 +212,8 @@ def build_discourse_relation(documents: Dataset, tokenizer: Tokenizer, *, labels
     Raises ``ValueError`` when the documents hold no usable pair.
     """
     labels = frozenset(labels)
+    wanted = [c for c in ("id", "sentences", "language") if c in documents.column_names]
+    documents = documents.select_columns(wanted) if len(wanted) < len(documents.column_names) else documents
     examples = documents.map(
         discourse_relation_batch,
         batched=True,
@@ -229,7 +231,8 @@ def build_discourse_relation(documents: Dataset, tokenizer: Tokenizer, *, labels
         names = ", ".join(ALL_RELATIONS[i] for i in sorted(labels))
         raise ValueError(f"task discourse_relation needs sentence pairs joined by a discourse marker "
                          f"({names}); found 0 in {len(documents)} documents")
-    label_column, keys = examples["label"], examples["sort_key"]
+    columns = examples.select_columns(["label", "sort_key"])[:]  # as lists: not row by row
+    label_column, keys = columns["label"], columns["sort_key"]
     by_label: dict[int, list[int]] = {}
     for row, label in enumerate(label_column):
         by_label.setdefault(label, []).append(row)

@@ -16,11 +16,17 @@ Without logs, the corpus stands in:
   passages (headings and list debris would make length a cue).
 - **0 strong**: a passage of the query's own document, drawn among those sharing a query term with it when
   there are any (what a click on a result implies), else among all of them.
-- **1 weak**: a passage of ANOTHER document that BM25 (``bm25s``, index over all passages) ranks among the
-  ``weak_top_k`` best other-document hits for the query with a positive score: retrieved, "shown but not
-  clicked". The index is built once and all queries are scored in one pass (:func:`retrieve`); the
-  per-document choices that follow are cheap, and tokenization is a batched ``datasets.map``.
-- **2 irrelevant**: a uniformly random passage of another document.
+- **1 weak**: a passage of ANOTHER document that BM25 (``bm25s``, index over the passages of the query's
+  block) ranks among the ``weak_top_k`` best other-document hits for the query with a positive score:
+  retrieved, "shown but not clicked". The index is built once per block and all its queries are scored in
+  one pass (:func:`retrieve`); the per-document choices that follow are cheap, and tokenization is a batched
+  ``datasets.map``.
+- **2 irrelevant**: a uniformly random passage of another document of the block.
+
+Blocks: the documents being built (a split, or a shard's split) are cut into ``ceil(n / block_documents)``
+nearly equal runs of consecutive documents, and everything above (passages, BM25 index and IDF, pseudo-query
+document frequencies) is per block, so memory is bounded by the block, not the corpus. A corpus of at most
+``block_documents`` documents is one block: the examples are those of one whole-corpus index.
 
 One example of each label per document, so the classes are balanced; documents without passages, or whose
 query retrieves no other-document passage with a positive score, contribute none. Each example is
@@ -37,15 +43,17 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import re
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import bm25s
 import numpy as np
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 from tokenizers import Tokenizer
 
 from data_builders.language import CHINESE_STOPWORDS, segment
@@ -301,32 +309,66 @@ def ir_relevance_batch(batch: dict[str, list], *, tokenizer: Tokenizer, max_seq_
     return {"input_ids": input_ids, "segment_ids": segment_ids}
 
 
+def blocks(n: int, block_documents: int) -> list[tuple[int, int]]:
+    """``[start, end)`` row ranges of ``ceil(n / block_documents)`` nearly equal blocks covering ``range(n)``
+    (so no block is a small remainder with too few other documents to retrieve from)."""
+    count = max(1, math.ceil(n / block_documents))
+    bounds = [round(i * n / count) for i in range(count + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(count)]
+
+
 def build_ir_relevance(documents: Dataset, tokenizer: Tokenizer, *, max_seq_len: int, seed: int,
                        weak_top_k: int = 5, passage_words: int = 64, min_passage_words: int = 12,
-                       pseudo_query_terms: int = 4, max_query_tokens: int = 24, num_proc: int = 1) -> Dataset:
+                       pseudo_query_terms: int = 4, max_query_tokens: int = 24, num_proc: int = 1,
+                       block_documents: int = 10_000, work_dir: Path | None = None) -> Dataset:
     """Documents -> IR-relevance examples (see the module docstring for what each label means).
+
+    Retrieval works per block of at most ``block_documents`` documents (consecutive rows, nearly equal
+    blocks): the BM25 index, the passages and the pseudo-query statistics are those of the block, so memory
+    is bounded by the block, not the corpus. The weak passage is then a hit among the block's other
+    documents, the irrelevant one a passage of another document of the block. With ``work_dir``, each
+    block's tokenized examples go to an Arrow file there (memory-mapped), not to memory.
 
     Raises ``ValueError`` when fewer than two documents have passages (no weak or irrelevant passage can
     come from another document) or when no query retrieves a weak passage.
     """
-    # Whole columns as lists: indexing a datasets Column row by row costs a table lookup per access.
-    rows, stats = select_examples(
-        documents["title"][:], documents["id"][:], documents["paragraphs"][:], seed=seed, weak_top_k=weak_top_k,
-        passage_words=passage_words, min_passage_words=min_passage_words,
-        pseudo_query_terms=pseudo_query_terms, chinese_words=chinese_paragraph_words(documents))
-    log.info("ir_relevance: BM25 over %d passages, %d queries (%d pseudo-queries): %.2fs; %d queries "
-             "without a weak passage", stats["passages"], stats["queries"], stats["pseudo_queries"],
-             stats["retrieval_seconds"], stats["no_weak_passage"])
-    if not rows["label"]:
+    if block_documents < 2:
+        raise ValueError(f"block_documents must be >= 2, got {block_documents}")
+    parts, errors, queries = [], [], 0
+    for b, (start, end) in enumerate(blocks(len(documents), block_documents)):
+        block = documents.select(range(start, end)) if (start, end) != (0, len(documents)) else documents
+        try:
+            # Whole columns as lists: indexing a datasets Column row by row costs a table lookup per access.
+            rows, stats = select_examples(
+                block["title"][:], block["id"][:], block["paragraphs"][:], seed=seed, weak_top_k=weak_top_k,
+                passage_words=passage_words, min_passage_words=min_passage_words,
+                pseudo_query_terms=pseudo_query_terms, chinese_words=chinese_paragraph_words(block))
+        except ValueError as err:
+            errors.append(str(err))
+            continue
+        queries += stats["queries"]
+        log.info("ir_relevance: block %d: BM25 over %d passages, %d queries (%d pseudo-queries): %.2fs; %d "
+                 "queries without a weak passage", b, stats["passages"], stats["queries"], stats["pseudo_queries"],
+                 stats["retrieval_seconds"], stats["no_weak_passage"])
+        if not rows["label"]:
+            continue
+        cache_file = None
+        if work_dir is not None:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            cache_file = str(work_dir / f"ir_block_{b:05d}_{os.getpid()}.arrow")
+        parts.append(Dataset.from_dict(rows).map(
+            ir_relevance_batch,
+            batched=True,
+            batch_size=512,
+            remove_columns=["query", "passage"],
+            num_proc=num_proc if num_proc > 1 else None,
+            cache_file_name=cache_file,
+            fn_kwargs={"tokenizer": tokenizer, "max_seq_len": max_seq_len, "max_query_tokens": max_query_tokens},
+            desc="ir_relevance",
+        ))
+    if not parts:
+        if errors and queries == 0:
+            raise ValueError(errors[0])
         raise ValueError(f"task ir_relevance needs queries that retrieve a passage of another document; "
-                         f"found 0 in {len(documents)} documents ({stats['queries']} queries)")
-    texts = Dataset.from_dict(rows)
-    return texts.map(
-        ir_relevance_batch,
-        batched=True,
-        batch_size=512,
-        remove_columns=["query", "passage"],
-        num_proc=num_proc if num_proc > 1 else None,
-        fn_kwargs={"tokenizer": tokenizer, "max_seq_len": max_seq_len, "max_query_tokens": max_query_tokens},
-        desc="ir_relevance",
-    )
+                         f"found 0 in {len(documents)} documents ({queries} queries)")
+    return concatenate_datasets(parts) if len(parts) > 1 else parts[0]

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 STOPWORDS = frozenset(
     """a an the and or but nor of in on at to for from by with without as is are was were be been being am
@@ -54,32 +58,107 @@ def mine_phrases(sentences: Iterable[Sequence[str]], *, min_count: int = 5, thre
     when it occurs at least ``min_count`` times, has NPMI >= ``threshold``, neither end is one of
     ``stopwords`` (English by default; ``data_builders.language.CHINESE_STOPWORDS`` for jieba words) or
     punctuation, and it has at most ``max_words`` words.
+
+    Units are counted as integer ids with numpy (one id per distinct unit, a pair as one 64-bit key), and a
+    pass merges phrases only in the sentences holding a word some phrase can start with; the statistics, and
+    so the phrases, are those of counting the unit tuples themselves.
     """
-    corpus = [tuple(s) for s in sentences]
+    lengths_list: list[int] = []
+    flat_list: list[str] = []
+    for sentence in sentences:
+        lengths_list.append(len(sentence))
+        flat_list.extend(sentence)
+    encoded_words = pc.dictionary_encode(pa.array(flat_list, type=pa.string()))
+    del flat_list
+    words = encoded_words.dictionary.to_pylist()
+    flat_words = encoded_words.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    lengths = np.array(lengths_list, dtype=np.int64)
     phrases: set[tuple[str, ...]] = set()
     for _ in range(passes):
-        starts = start_index(phrases)
-        units_per_sentence = [_merge_units(s, phrases, max_words, starts) for s in corpus]
-        unigram: Counter[tuple[str, ...]] = Counter()
-        bigram: Counter[tuple[tuple[str, ...], tuple[str, ...]]] = Counter()
-        for units in units_per_sentence:
-            unigram.update(units)
-            bigram.update(zip(units, units[1:], strict=False))
-        total = sum(unigram.values())
+        units, unit_ids, unit_lengths = _merged_unit_ids(words, flat_words, lengths, phrases, max_words)
+        n_units = len(units)
+        unigram = np.bincount(unit_ids, minlength=n_units)
+        total = int(unit_ids.size)
+        # adjacent pairs inside a sentence: every position but each sentence's last
+        ends = np.cumsum(unit_lengths)
+        follows = np.ones(unit_ids.size, dtype=bool)
+        follows[ends[unit_lengths > 0] - 1] = False
+        firsts = unit_ids[:-1][follows[:-1]] if unit_ids.size else unit_ids
+        seconds = unit_ids[1:][follows[:-1]] if unit_ids.size else unit_ids
+        keys, counts = np.unique(firsts * n_units + seconds, return_counts=True)
+        frequent = counts >= min_count
         new = set()
-        for (a, b), n_ab in bigram.items():
-            if n_ab < min_count or len(a) + len(b) > max_words:
+        for key, n_ab in zip(keys[frequent].tolist(), counts[frequent].tolist(), strict=True):
+            a, b = units[key // n_units], units[key % n_units]
+            if len(a) + len(b) > max_words:
                 continue
             if not _phrase_edge_ok(a[0], stopwords) or not _phrase_edge_ok(b[-1], stopwords):
                 continue
             if not all(is_wordlike(w) for w in a + b):
                 continue
-            if npmi(n_ab, unigram[a], unigram[b], total) >= threshold:
+            if npmi(n_ab, int(unigram[key // n_units]), int(unigram[key % n_units]), total) >= threshold:
                 new.add(a + b)
         if not new - phrases:
             break
         phrases |= new
     return phrases
+
+
+def _merged_unit_ids(words: list[str], flat_words: np.ndarray, lengths: np.ndarray,
+                     phrases: set[tuple[str, ...]], max_words: int
+                     ) -> tuple[list[tuple[str, ...]], np.ndarray, np.ndarray]:
+    """The units of every sentence (:func:`_merge_units`: greedy longest phrase matches) as ids: (unit tuples
+    by id, the flat unit ids of all sentences, units per sentence). A word's id is its index in ``words``;
+    a phrase gets the next free id. Only positions whose word opens some phrase are visited."""
+    units: list[tuple[str, ...]] = [(w,) for w in words]
+    if not phrases:
+        return units, flat_words, lengths
+    index = {w: i for i, w in enumerate(words)}
+    starts: dict[int, tuple[int, ...]] = {}
+    coded: set[tuple[int, ...]] = set()
+    for phrase in phrases:
+        if all(w in index for w in phrase):  # a phrase with a word absent here can match nowhere
+            coded.add(tuple(index[w] for w in phrase))
+    for word, phrase_lengths in start_index(coded).items():
+        starts[word] = phrase_lengths
+    can_start = np.zeros(len(words), dtype=bool)
+    can_start[list(starts)] = True
+    sentence_ends = np.cumsum(lengths)
+    positions = np.flatnonzero(can_start[flat_words])
+    position_ends = sentence_ends[np.searchsorted(sentence_ends, positions, side="right")].tolist()
+    flat = flat_words.tolist()
+    unit_index: dict[tuple[int, ...], int] = {}
+    span_starts, span_units, covered = [], [], []
+    next_free = 0
+    for position, sentence_end in zip(positions.tolist(), position_ends, strict=True):
+        if position < next_free:
+            continue
+        for length in starts[flat[position]]:
+            if length > max_words or position + length > sentence_end:
+                continue
+            phrase = tuple(flat[position : position + length])
+            if phrase in coded:
+                if phrase not in unit_index:
+                    unit_index[phrase] = len(units)
+                    units.append(tuple(words[i] for i in phrase))
+                span_starts.append(position)
+                span_units.append(unit_index[phrase])
+                covered.append(length)
+                next_free = position + length
+                break
+    if not span_starts:
+        return units, flat_words, lengths
+    unit_ids = flat_words.copy()
+    keep = np.ones(len(flat_words), dtype=bool)
+    span_starts_np, covered_np = np.array(span_starts, dtype=np.int64), np.array(covered, dtype=np.int64)
+    unit_ids[span_starts_np] = span_units
+    repeats = covered_np - 1  # a span's words after its first are merged into it
+    offsets = np.zeros(len(repeats) + 1, dtype=np.int64)
+    np.cumsum(repeats, out=offsets[1:])
+    keep[np.repeat(span_starts_np + 1 - offsets[:-1], repeats) + np.arange(int(offsets[-1]), dtype=np.int64)] = False
+    sentence_of = np.repeat(np.arange(len(lengths)), lengths)
+    removed = np.bincount(sentence_of[~keep], minlength=len(lengths))
+    return units, unit_ids[keep], lengths - removed
 
 
 def _phrase_edge_ok(word: str, stopwords: AbstractSet[str] = STOPWORDS) -> bool:
@@ -202,6 +281,127 @@ def find_entity_spans(words: Sequence[str], gazetteer: AbstractSet[tuple[str, ..
         else:
             i += 1
     return sorted(spans)
+
+
+class _WordForms:
+    """word -> (lowercased, capitalized, may open a capitalized run (capitalized, not a stopword), capitalized
+    and wordlike, lengths of the titles it may open (capitalized words only), lengths of the phrases it may
+    open): the per-word facts :func:`sentence_knowledge_spans` reads, memoized across sentences for one pair
+    of start indexes (a new pair starts a new memo)."""
+
+    def __init__(self) -> None:
+        self.owner: tuple = (None, None)
+        self.memo: dict[str, tuple] = {}
+
+    def table(self, title_starts: dict | None, phrase_starts: dict | None) -> dict[str, tuple]:
+        owner_titles, owner_phrases = self.owner
+        if owner_titles is not title_starts or owner_phrases is not phrase_starts or len(self.memo) > 1 << 18:
+            self.owner = (title_starts, phrase_starts)
+            self.memo = {}
+        return self.memo
+
+    def add(self, word: str) -> tuple:
+        lower = word.lower()
+        capitalized = _capitalized(word)
+        title_starts, phrase_starts = self.owner
+        forms = (lower, capitalized, capitalized and lower not in STOPWORDS, capitalized and is_wordlike(word),
+                 title_starts.get(lower, ()) if capitalized and title_starts else (),
+                 phrase_starts.get(lower, ()) if phrase_starts else ())
+        self.memo[word] = forms
+        return forms
+
+
+_WORD_FORMS = _WordForms()
+
+
+def word_forms(words: Sequence[str], phrases: AbstractSet[tuple[str, ...]] | None,
+               phrase_starts: dict[str, tuple[int, ...]] | None, gazetteer: AbstractSet[tuple[str, ...]] | None,
+               title_starts: dict[str, tuple[int, ...]] | None) -> list[tuple]:
+    """The per-word facts of ``words`` that :func:`sentence_knowledge_spans` reads (see ``_WordForms``), for
+    these start indexes (those of ``phrases`` and ``gazetteer``; an empty or absent lexicon part has none)."""
+    memo = _WORD_FORMS.table(title_starts if gazetteer else None, phrase_starts if phrases else None)
+    add = _WORD_FORMS.add
+    return [memo[w] if w in memo else add(w) for w in words]
+
+
+def sentence_knowledge_spans(words: Sequence[str], phrases: AbstractSet[tuple[str, ...]],
+                             phrase_starts: dict[str, tuple[int, ...]] | None, max_phrase_words: int,
+                             gazetteer: AbstractSet[tuple[str, ...]] | None,
+                             title_starts: dict[str, tuple[int, ...]] | None,
+                             max_title_words: int = 8, forms: list[tuple] | None = None
+                             ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(entity spans, phrase spans) of one sentence of cased ``words``: exactly
+    ``find_entity_spans(words, gazetteer, max_title_words, title_starts)`` and then ``find_phrase_spans`` of
+    the lowercased words over ``phrases`` with the entities' words blocked (``gazetteer`` None: no entities;
+    ``phrase_starts``/``title_starts``: the entries' ``start_index``), but visiting only the positions where
+    a title, a capitalized run or a phrase can start, with the per-word facts memoized. ``forms``: the
+    words' :func:`word_forms` when the caller has them."""
+    if gazetteer and title_starts is None:
+        title_starts = start_index(gazetteer)
+    if phrases and phrase_starts is None:
+        phrase_starts = start_index(phrases)
+    if forms is None:
+        forms = word_forms(words, phrases, phrase_starts, gazetteer, title_starts)
+    n = len(forms)
+    entities: list[tuple[int, int]] = []
+    if gazetteer is not None:
+        capitals = [i for i, f in enumerate(forms) if f[1]]
+        taken = None
+        if title_starts:
+            next_free = 0
+            for i in capitals:
+                if i < next_free:
+                    continue
+                for length in forms[i][4]:
+                    if length > max_title_words or i + length > n:
+                        continue
+                    if tuple([f[0] for f in forms[i : i + length]]) in gazetteer:
+                        entities.append((i, i + length))
+                        if taken is None:
+                            taken = [False] * n
+                        taken[i : i + length] = [True] * length
+                        next_free = i + length
+                        break
+        if len(capitals) >= 2:
+            next_free = 0
+            for c, i in enumerate(capitals):
+                if i < next_free or not forms[i][2] or (taken is not None and taken[i]):
+                    continue
+                j = i + 1
+                end = i + 1  # end of the last capitalized word in the run
+                while j < n and (taken is None or not taken[j]):
+                    if forms[j][3]:
+                        end = j + 1
+                    else:
+                        word = words[j]
+                        if not (word in NAME_CONNECTORS or word == "-" or _is_initial_dot(words, j)):
+                            break
+                    j += 1
+                if bisect_left(capitals, end, c) - c >= 2:  # capitalized words in the run
+                    entities.append((i, end))
+                    next_free = end
+        entities.sort()
+    found: list[tuple[int, int]] = []
+    if phrase_starts:
+        blocked = None
+        if entities:
+            blocked = [False] * n
+            for start, end in entities:
+                blocked[start:end] = [True] * (end - start)
+        next_free = 0
+        for i in [i for i, f in enumerate(forms) if f[5]]:
+            if i < next_free:
+                continue
+            for length in forms[i][5]:
+                if length > max_phrase_words or i + length > n:
+                    continue
+                if blocked is not None and any(blocked[i : i + length]):
+                    continue
+                if tuple([f[0] for f in forms[i : i + length]]) in phrases:
+                    found.append((i, i + length))
+                    next_free = i + length
+                    break
+    return entities, found
 
 
 def find_title_spans(words: Sequence[str], gazetteer: AbstractSet[tuple[str, ...]],

@@ -11,24 +11,45 @@ together; entities are jieba-tagged names and document titles, phrases NPMI-mine
 
 from __future__ import annotations
 
+import itertools
 import json
+import operator
+import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 from datasets import Dataset
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, pre_tokenizers
 
 from data_builders.knowledge import (
     find_chinese_entity_spans,
     find_entity_spans,
     find_phrase_spans,
     mine_phrases,
+    sentence_knowledge_spans,
     start_index,
     title_gazetteer,
+    word_forms,
 )
 from data_builders.language import CHINESE_STOPWORDS, segment
-from data_builders.segments import document_sentences, pack_sentences
+from data_builders.segments import (
+    INPUT_IDS_TYPE,
+    document_token_lists,
+    flat_tokens,
+    framed_lists,
+    pack_sentences,
+    ragged_lists,
+    token_columns,
+)
+
+_ASCII_BERT_WORDS = re.compile(r"[!-/:-@\[-`{-~]|[^\t\n\x0b\x0c\r !-/:-@\[-`{-~]+")
+"""``BertPreTokenizer`` on ASCII text: whitespace (Rust's ``char::is_whitespace``: tab, line feed, vertical tab,
+form feed, carriage return, space) separates words and is dropped, and each ASCII punctuation character
+(``char::is_ascii_punctuation``) is a word of its own."""
 
 LEVELS = ("word", "phrase", "entity")
 WORD, PHRASE, ENTITY = range(3)
@@ -51,7 +72,7 @@ class Lexicon:
         object.__setattr__(self, "title_starts", start_index(self.titles))
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # shards may write it at once
         tmp.write_text(json.dumps({"phrases": sorted(map(list, self.phrases)),
                                    "titles": sorted(map(list, self.titles))}))
         tmp.replace(path)
@@ -73,9 +94,15 @@ def build_lexicon(documents: Dataset, tokenizer: Tokenizer, *, phrases: bool, ti
     own, over jieba words (read from the shared tokenization pass when ``documents`` carry it) with Chinese
     stopwords, and their titles are split into jieba words."""
     pre = tokenizer.pre_tokenizer
+    bert = type(pre) is pre_tokenizers.BertPreTokenizer
 
     def split_words(text: str) -> list[str]:
         return [w for w, _ in pre.pre_tokenize_str(text)]
+
+    def lower_words(sentence: str) -> list[str]:
+        if bert and sentence.isascii():  # BERT pre-tokenization of ASCII text, as a regex (same words)
+            return _ASCII_BERT_WORDS.findall(sentence.lower())
+        return [w.lower() for w in split_words(sentence)]
 
     languages = documents["language"] if "language" in documents.column_names else None
     chinese = languages is not None and "zh" in languages
@@ -86,7 +113,7 @@ def build_lexicon(documents: Dataset, tokenizer: Tokenizer, *, phrases: bool, ti
         sample_languages = sample["language"] if chinese else ["en"] * len(sample)
         if not chinese or "en" in sample_languages:
             sentences = (
-                [w.lower() for w in split_words(sentence)]
+                lower_words(sentence)
                 for doc, language in zip(sample["sentences"], sample_languages, strict=True) if language == "en"
                 for paragraph in doc for sentence in paragraph
             )
@@ -154,6 +181,44 @@ def sentence_units(words: list[str], lexicon: Lexicon, use_entities: bool,
     return units
 
 
+def _sentence_token_units(words: list[str], starts: list[int], n_tokens: int, lexicon: Lexicon,
+                          use_entities: bool, max_phrase_words: int, first_unit: int,
+                          levels: list[int]) -> list[int] | None:
+    """The unit index of each token of one English sentence (units numbered from ``first_unit``), their levels
+    appended to ``levels``: what :func:`sentence_units` and the token spans of its words give, computed from
+    the word starts without per-unit tuples. None (nothing appended) when the word starts do not partition
+    the tokens from token 0 on; the caller then goes the general way."""
+    if len(starts) != len(words) or (starts and starts[0] != 0) or (not starts and n_tokens):
+        return None
+    entities, phrases = sentence_knowledge_spans(
+        words, lexicon.phrases, lexicon.phrase_starts, max_phrase_words,
+        lexicon.titles if use_entities else None, lexicon.title_starts)
+    n_words = len(words)
+    if not entities and not phrases:
+        unit_of_word: list[int] | range = range(first_unit, first_unit + n_words)
+        levels.extend([WORD] * n_words)
+    else:
+        spans = sorted([(s, e, ENTITY) for s, e in entities] + [(s, e, PHRASE) for s, e in phrases])
+        unit_of_word = []
+        unit, i = first_unit, 0
+        for start, end, level in spans:
+            if start > i:
+                unit_of_word.extend(range(unit, unit + start - i))
+                levels.extend([WORD] * (start - i))
+                unit += start - i
+            unit_of_word.extend([unit] * (end - start))
+            levels.append(level)
+            unit += 1
+            i = end
+        if n_words > i:
+            unit_of_word.extend(range(unit, unit + n_words - i))
+            levels.extend([WORD] * (n_words - i))
+    if n_words == n_tokens:  # one token per word (starts are 0..n-1)
+        return list(unit_of_word)
+    ends = itertools.chain(itertools.islice(starts, 1, None), (n_tokens,))
+    return list(itertools.chain.from_iterable(map(itertools.repeat, unit_of_word, map(operator.sub, ends, starts))))
+
+
 def knowledge_masking_batch(batch: dict[str, list], *, tokenizer: Tokenizer, lexicon: Lexicon,
                             use_entities: bool, max_seq_len: int, max_phrase_words: int,
                             min_tokens: int) -> dict[str, list]:
@@ -162,16 +227,27 @@ def knowledge_masking_batch(batch: dict[str, list], *, tokenizer: Tokenizer, lex
     budget = max_seq_len - 2
     out: dict[str, list] = {"input_ids": [], "token_unit": [], "unit_level": [], "doc_id": []}
     for index, doc_id in enumerate(batch["id"]):
-        sentences = document_sentences(batch, index, tokenizer)
-        for start, end in pack_sentences([len(s.ids) for s in sentences], budget):
+        ids_per_sentence, starts_per_sentence, words_per_sentence, tags_per_sentence = document_token_lists(
+            batch, index, tokenizer)
+        for start, end in pack_sentences([len(ids) for ids in ids_per_sentence], budget):
             ids, token_unit, levels = [cls_id], [-1], []
-            for sentence in sentences[start:end]:
+            for k in range(start, end):
+                sentence_ids, words = ids_per_sentence[k], words_per_sentence[k]
+                tags = (tags_per_sentence[k] or None) if tags_per_sentence is not None else None
+                units = None if tags is not None else _sentence_token_units(
+                    words, starts_per_sentence[k], len(sentence_ids), lexicon, use_entities, max_phrase_words,
+                    len(levels), levels)
                 offset = len(ids)
-                ids.extend(sentence.ids)
-                token_unit.extend([-1] * len(sentence.ids))
-                for w_start, w_end, level in sentence_units(sentence.words, lexicon, use_entities,
-                                                            max_phrase_words, sentence.tags):
-                    t_start, t_end = sentence.word_spans[w_start][0], sentence.word_spans[w_end - 1][1]
+                ids.extend(sentence_ids)
+                if units is not None:
+                    token_unit.extend(units)
+                    continue
+                starts = starts_per_sentence[k]
+                word_spans = list(zip(starts, [*starts[1:], len(sentence_ids)], strict=True))
+                token_unit.extend([-1] * len(sentence_ids))
+                for w_start, w_end, level in sentence_units(words, lexicon, use_entities, max_phrase_words,
+                                                            tags):
+                    t_start, t_end = word_spans[w_start][0], word_spans[w_end - 1][1]
                     token_unit[offset + t_start : offset + t_end] = [len(levels)] * (t_end - t_start)
                     levels.append(level)
             if len(ids) - 1 > budget:  # one over-long sentence: truncate, dropping units cut off entirely
@@ -189,18 +265,122 @@ def knowledge_masking_batch(batch: dict[str, list], *, tokenizer: Tokenizer, lex
     return out
 
 
+def _table(out: dict[str, list]) -> pa.Table:
+    """Examples of :func:`knowledge_masking_batch` as an Arrow table, with the types ``datasets`` gives them."""
+    return pa.table({"input_ids": pa.array(out["input_ids"], type=pa.list_(INPUT_IDS_TYPE)),
+                     "token_unit": pa.array(out["token_unit"], type=pa.list_(pa.int64())),
+                     "unit_level": pa.array(out["unit_level"], type=pa.list_(pa.int64())),
+                     "doc_id": pa.array(out["doc_id"], type=pa.string())})
+
+
+def knowledge_masking_table(batch: pa.Table, *, tokenizer: Tokenizer, lexicon: Lexicon, use_entities: bool,
+                            max_seq_len: int, max_phrase_words: int, min_tokens: int) -> pa.Table:
+    """:func:`knowledge_masking_batch` on an Arrow batch carrying the shared tokenization pass: the same
+    examples. Entities and phrases are searched (in Python) only in the sentences where one can start, and
+    units, token units and levels are computed with numpy over the batch's flattened words and tokens.
+    Batches with Chinese documents, or whose word starts do not partition the tokens, go through
+    :func:`knowledge_masking_batch`."""
+    options = {"tokenizer": tokenizer, "lexicon": lexicon, "use_entities": use_entities,
+               "max_seq_len": max_seq_len, "max_phrase_words": max_phrase_words, "min_tokens": min_tokens}
+    if "language" in batch.column_names and "zh" in batch.column("language").to_pylist():
+        return _table(knowledge_masking_batch(batch.to_pydict(), **options))
+    flat = flat_tokens(batch)
+    n_words, n_tokens = len(flat.word_starts), len(flat.tokens)
+    word_sentence = flat.word_sentence
+    word_tokens = flat.word_tokens
+    word_ends = np.empty_like(word_tokens)  # the next word's start, or the sentence's end
+    word_ends[:-1] = word_tokens[1:]
+    sentence_word_counts = np.diff(flat.sentence_words)
+    last_words = flat.sentence_words[1:][sentence_word_counts > 0] - 1
+    word_ends[last_words] = flat.sentence_tokens[1:][word_sentence[last_words]]
+    first_words = flat.sentence_words[:-1][sentence_word_counts > 0]
+    sentence_lengths_np = np.diff(flat.sentence_tokens)
+    if (np.any(word_ends <= word_tokens) or np.any(flat.word_starts[first_words] != 0)
+            or np.any((sentence_word_counts == 0) & (sentence_lengths_np > 0))):
+        return _table(knowledge_masking_batch(batch.to_pydict(), **options))
+    gazetteer = lexicon.titles if use_entities else None
+    forms = word_forms(flat.dictionary, lexicon.phrases, lexicon.phrase_starts, gazetteer, lexicon.title_starts)
+    # sentences where an entity (a title opening at a capitalized word, or a run of >= 2 capitalized words)
+    # or a phrase can start; the others are all single words
+    searched = np.zeros(len(sentence_word_counts), dtype=bool)
+    if n_words:
+        sentence_of = word_sentence
+        if gazetteer is not None:
+            capitalized = np.array([f[1] for f in forms], dtype=bool)[flat.word_codes]
+            opens_title = np.array([bool(f[4]) for f in forms], dtype=bool)[flat.word_codes]
+            searched |= np.bincount(sentence_of, weights=capitalized, minlength=len(searched)) >= 2
+            searched[sentence_of[opens_title]] = True
+        if lexicon.phrases:
+            opens_phrase = np.array([bool(f[5]) for f in forms], dtype=bool)[flat.word_codes]
+            searched[sentence_of[opens_phrase]] = True
+    unit_starts = np.ones(n_words, dtype=np.int64)  # 1 where a word opens a unit
+    span_words, span_levels = [], []
+    codes = flat.word_codes.tolist() if n_words else []
+    sentence_words = flat.sentence_words.tolist()
+    dictionary = flat.dictionary
+    for k in np.flatnonzero(searched).tolist():
+        w0, w1 = sentence_words[k], sentence_words[k + 1]
+        sentence_codes = codes[w0:w1]
+        entities, phrases = sentence_knowledge_spans(
+            [dictionary[c] for c in sentence_codes], lexicon.phrases, lexicon.phrase_starts, max_phrase_words,
+            gazetteer, lexicon.title_starts, forms=[forms[c] for c in sentence_codes])
+        for spans, level in ((entities, ENTITY), (phrases, PHRASE)):
+            for start, end in spans:
+                unit_starts[w0 + start + 1 : w0 + end] = 0
+                span_words.append(w0 + start)
+                span_levels.append(level)
+    word_unit = np.cumsum(unit_starts) - 1  # the batch-wide unit of each word
+    n_units = int(word_unit[-1]) + 1 if n_words else 0
+    unit_levels = np.full(n_units, WORD, dtype=np.int64)
+    if span_words:
+        unit_levels[word_unit[np.array(span_words)]] = span_levels
+    token_unit = np.repeat(word_unit, word_ends - word_tokens)  # words partition the tokens
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    budget = max_seq_len - 2
+    sentence_lengths = sentence_lengths_np.tolist()
+    token_offsets = flat.sentence_tokens.tolist()
+    doc_sentences = flat.doc_sentences.tolist()
+    doc_ids = batch.column("id").to_pylist()
+    starts, ends, out_ids = [], [], []
+    for index, doc_id in enumerate(doc_ids):
+        first_sentence = doc_sentences[index]
+        for start, end in pack_sentences(sentence_lengths[first_sentence : doc_sentences[index + 1]], budget):
+            a, b = token_offsets[first_sentence + start], token_offsets[first_sentence + end]
+            b = min(b, a + budget)  # one over-long sentence: truncate, dropping units cut off entirely
+            if b - a < min_tokens:
+                continue
+            starts.append(a)
+            ends.append(b)
+            out_ids.append(doc_id)
+    starts_np, ends_np = np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)
+    nonempty = ends_np > starts_np
+    first_units = np.zeros(len(starts), dtype=np.int64)
+    last_units = np.full(len(starts), -1, dtype=np.int64)
+    if n_tokens:
+        first_units[nonempty] = token_unit[starts_np[nonempty]]
+        last_units[nonempty] = token_unit[ends_np[nonempty] - 1]
+    input_ids = framed_lists(flat.tokens, starts_np, ends_np, cls_id, sep_id, INPUT_IDS_TYPE)
+    units = framed_lists(token_unit, starts_np, ends_np, -1, -1, shift=first_units)  # units from 0 per example
+    levels = ragged_lists(unit_levels, first_units, last_units + 1)
+    return pa.table({"input_ids": input_ids, "token_unit": units, "unit_level": levels,
+                     "doc_id": pa.array(out_ids, type=pa.string())})
+
+
 def build_knowledge_masking(documents: Dataset, tokenizer: Tokenizer, lexicon: Lexicon, *,
                             use_entities: bool, max_seq_len: int, max_phrase_words: int = 4,
                             min_tokens: int = 8, num_proc: int = 1) -> Dataset:
     """Documents -> knowledge-masking examples (see the module docstring for the columns)."""
-    return documents.map(
-        knowledge_masking_batch,
+    columns = token_columns(documents)  # the documents' text stays unread
+    arrow = "sentence_ids" in columns.column_names  # the shared pass: numpy over Arrow batches
+    examples = (columns.with_format("arrow") if arrow else columns).map(
+        knowledge_masking_table if arrow else knowledge_masking_batch,
         batched=True,
         batch_size=64,
-        remove_columns=documents.column_names,
+        remove_columns=columns.column_names,
         num_proc=num_proc if num_proc > 1 else None,
         fn_kwargs={"tokenizer": tokenizer, "lexicon": lexicon, "use_entities": use_entities,
                    "max_seq_len": max_seq_len, "max_phrase_words": max_phrase_words,
                    "min_tokens": min_tokens},
         desc="knowledge_masking",
     )
+    return examples.with_format(None) if arrow else examples

@@ -12,6 +12,9 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset
 from tokenizers import Tokenizer
 
@@ -145,6 +148,140 @@ def document_sentences(batch: dict[str, list], index: int, tokenizer: Tokenizer)
         tags = tags_per_sentence[k] if tags_per_sentence is not None and tags_per_sentence[k] else None
         out.append(Sentence(ids, list(zip(starts, [*starts[1:], len(ids)], strict=True)), words, tags))
     return out
+
+
+def document_token_lists(batch: dict[str, list], index: int, tokenizer: Tokenizer
+                         ) -> tuple[list[list[int]], list[list[int]], list[list[str]] | None, list | None]:
+    """:func:`document_sentences` as plain per-sentence lists, without building ``Sentence`` objects:
+    (token ids, first token of each word, cased words, jieba tags) per sentence. The words are None when the
+    batch carries the shared tokenization pass without ``sentence_words`` (a builder that needs only ids and
+    word starts leaves that column unread, see :func:`token_columns`); the tags are None when the batch has no
+    tags column, else per sentence a list that is empty (or None) where the sentence has no tags (English).
+    The lists may be the batch's own: read them, do not change them."""
+    if "sentence_ids" not in batch:
+        sentences = document_sentences(batch, index, tokenizer)
+        return ([s.ids for s in sentences], [[start for start, _ in s.word_spans] for s in sentences],
+                [s.words for s in sentences], [s.tags for s in sentences])
+    tags_column = batch.get("sentence_word_tags")
+    words_column = batch.get("sentence_words")
+    return (batch["sentence_ids"][index], batch["sentence_word_starts"][index],
+            words_column[index] if words_column is not None else None,
+            tags_column[index] if tags_column is not None else None)
+
+
+def token_columns(documents: Dataset, *, words: bool = True, tags: bool = True,
+                  extra: tuple[str, ...] = ()) -> Dataset:
+    """``documents`` narrowed to the columns a builder reading the shared tokenization pass needs (``id``,
+    ``language``, the pass's columns (``sentence_words`` only with ``words``, ``sentence_word_tags`` only
+    with ``tags``) and ``extra``), so that ``datasets.map`` does not turn the others (the documents' text)
+    into Python objects. Documents without the pass keep ``sentences`` (they are tokenized per builder)."""
+    wanted = ["id", "language", *extra]
+    if "sentence_ids" in documents.column_names:
+        wanted += ["sentence_ids", "sentence_word_starts"] + (["sentence_words"] if words else []) + (
+            ["sentence_word_tags"] if tags else [])
+    else:
+        wanted.append("sentences")
+    keep = [c for c in documents.column_names if c in set(wanted)]
+    return documents if len(keep) == len(documents.column_names) else documents.select_columns(keep)
+
+
+INPUT_IDS_TYPE = pa.int32()
+"""The type ``datasets`` gives the values of a column named ``input_ids`` built from Python lists of ints."""
+INT64 = pa.int64()
+"""The type it gives the values of any other column of Python ints."""
+
+
+@dataclass
+class FlatTokens:
+    """The shared tokenization pass's columns of a batch of documents (an Arrow table), flattened into numpy
+    arrays without a Python object per token or word: documents -> sentences -> tokens and words."""
+
+    doc_sentences: np.ndarray
+    """Sentence offsets per document (length documents + 1): document d has sentences [o[d], o[d + 1])."""
+    sentence_tokens: np.ndarray
+    """Token offsets per sentence (length sentences + 1) into ``tokens``."""
+    tokens: np.ndarray
+    """Every token id (int64), documents and sentences in order."""
+    sentence_words: np.ndarray
+    """Word offsets per sentence (length sentences + 1) into ``word_starts`` (and ``word_codes``)."""
+    word_starts: np.ndarray
+    """Each word's first token, counted from its sentence's first token."""
+    word_codes: np.ndarray | None = None
+    """Each word's index into ``dictionary`` (with ``words``), else None."""
+    dictionary: list[str] | None = None
+    """The distinct cased words of the batch (with ``words``), else None."""
+
+    @property
+    def word_sentence(self) -> np.ndarray:
+        """The sentence of each word."""
+        return np.repeat(np.arange(len(self.sentence_words) - 1), np.diff(self.sentence_words))
+
+    @property
+    def word_tokens(self) -> np.ndarray:
+        """Each word's first token as an index into ``tokens``."""
+        return self.sentence_tokens[:-1][self.word_sentence] + self.word_starts
+
+
+def _list_levels(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Offsets (from 0) and flattened values of a list column."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = array.offsets.to_numpy().astype(np.int64)
+    return offsets - offsets[0], array.flatten()
+
+
+def flat_tokens(table: pa.Table, words: bool = True) -> FlatTokens:
+    """A batch (``datasets`` Arrow format) carrying ``SENTENCE_TOKEN_COLUMNS`` -> :class:`FlatTokens`."""
+    doc_sentences, sentences = _list_levels(table.column("sentence_ids"))
+    sentence_tokens, tokens = _list_levels(sentences)
+    starts_docs, starts = _list_levels(table.column("sentence_word_starts"))
+    sentence_words, word_starts = _list_levels(starts)
+    if not np.array_equal(starts_docs, doc_sentences):
+        raise ValueError("sentence_word_starts and sentence_ids disagree on the sentences of a document")
+    out = FlatTokens(doc_sentences, sentence_tokens, tokens.to_numpy(zero_copy_only=False).astype(np.int64),
+                     sentence_words, word_starts.to_numpy(zero_copy_only=False).astype(np.int64))
+    if words:
+        words_docs, word_sentences = _list_levels(table.column("sentence_words"))
+        word_offsets, flat_words = _list_levels(word_sentences)
+        if not (np.array_equal(words_docs, doc_sentences) and np.array_equal(word_offsets, sentence_words)):
+            raise ValueError("sentence_words and sentence_word_starts disagree on the words of a sentence")
+        encoded = pc.dictionary_encode(flat_words)
+        out.word_codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        out.dictionary = encoded.dictionary.to_pylist()
+    return out
+
+
+def framed_lists(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, first: int, last: int,
+                 value_type: pa.DataType = INT64, shift: np.ndarray | None = None) -> pa.Array:
+    """``[first, *values[a:b], last]`` for each ``(a, b)`` of ``starts``/``ends``, as an Arrow list array of
+    ``value_type``: what ``datasets`` makes of the same Python lists is list<int64>, except for a column named
+    ``input_ids``, which it stores as list<int32> (pass ``INPUT_IDS_TYPE``). ``shift``: one number per list,
+    subtracted from its ``values`` (not from ``first`` and ``last``)."""
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = np.asarray(ends, dtype=np.int64)
+    lengths = ends - starts + 2
+    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    total = int(offsets[-1])
+    source = np.repeat(starts - 1 - offsets[:-1], lengths) + np.arange(total, dtype=np.int64)
+    flat = (np.asarray(values, dtype=np.int64)[np.clip(source, 0, len(values) - 1)] if len(values)
+            else np.zeros(total, dtype=np.int64))
+    if shift is not None:  # values[a:b] - shift, per list
+        flat -= np.repeat(np.asarray(shift, dtype=np.int64), lengths)
+    flat[offsets[:-1]] = first
+    flat[offsets[1:] - 1] = last
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat).cast(value_type))
+
+
+def ragged_lists(values: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                 value_type: pa.DataType = INT64) -> pa.Array:
+    """``values[a:b]`` for each ``(a, b)`` of ``starts``/``ends``, as an Arrow list array of ``value_type``."""
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(ends, dtype=np.int64) - starts
+    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    source = np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]), dtype=np.int64)
+    flat = np.asarray(values, dtype=np.int64)[source]
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat).cast(value_type))
 
 
 def pack_sentences(lengths: list[int], budget: int) -> list[tuple[int, int]]:

@@ -17,14 +17,25 @@ m = 3). n itself is readable from the number of [SEP]s by design; the task is th
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Sequence
 from math import factorial
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset
 from tokenizers import Tokenizer
 
-from data_builders.segments import Sentence, document_sentences, pack_sentences
+from data_builders.segments import (
+    INPUT_IDS_TYPE,
+    Sentence,
+    document_token_lists,
+    flat_tokens,
+    pack_sentences,
+    token_columns,
+)
 
 MAX_SEGMENTS = 5
 """Largest supported m: 1! + ... + 5! = 153 classes; 6 would already give 873."""
@@ -124,6 +135,41 @@ def _truncate(sentence: Sentence, budget: int) -> Sentence:
     return Sentence(sentence.ids[:cut], spans, sentence.words[: len(spans)])
 
 
+def _cut_token_lists(chunk: Sequence[tuple[list[int], list[int]]], n: int, rng: random.Random
+                     ) -> tuple[list[list[int]], bool]:
+    """:func:`cut_segments` over (token ids, word starts) pairs instead of ``Sentence`` objects: the same
+    cuts, drawn with the same calls on ``rng``."""
+    ids: list[int] = []
+    sentence_starts: list[int] = []
+    for sentence_ids, _ in chunk:
+        if ids:
+            sentence_starts.append(len(ids))
+        ids.extend(sentence_ids)
+    at_sentences = len(chunk) >= n
+    if at_sentences:
+        cuts = sorted(rng.sample(sentence_starts, n - 1))
+    else:
+        boundaries: list[int] = []
+        offset = 0
+        for sentence_ids, starts in chunk:
+            if offset:
+                boundaries.append(offset)
+            boundaries.extend([offset + start for start in starts[1:]] if offset else starts[1:])
+            offset += len(sentence_ids)
+        cuts = sorted(rng.sample(boundaries, n - 1)) if len(boundaries) >= n - 1 else boundaries
+    edges = [0, *cuts, len(ids)]
+    return [ids[a:b] for a, b in zip(edges, edges[1:], strict=False)], at_sentences
+
+
+def _truncate_token_lists(ids: list[int], starts: list[int], budget: int) -> tuple[list[int], list[int]]:
+    """:func:`_truncate` over token ids and word starts."""
+    if len(ids) <= budget:
+        return ids, starts
+    inner = [s for s in starts[1:] if s <= budget]
+    cut = inner[-1] if inner else budget
+    return ids[:cut], [a for a in starts if a < cut]
+
+
 def sentence_reordering_batch(batch: dict[str, list], *, tokenizer: Tokenizer, max_seq_len: int,
                               max_segments: int, seed: int) -> dict[str, list]:
     """``datasets.map`` function: a batch of documents -> a batch of reordering examples."""
@@ -132,25 +178,142 @@ def sentence_reordering_batch(batch: dict[str, list], *, tokenizer: Tokenizer, m
     budget = max_seq_len - 1 - max_segments
     out: dict[str, list] = {"input_ids": [], "segment_ids": [], "label": [], "num_segments": [],
                             "sentence_cuts": [], "doc_id": []}
+    labels: dict[tuple[int, ...], int] = {}  # permutation -> label
     for index, (doc_id, paragraphs) in enumerate(zip(batch["id"], batch["sentences"], strict=True)):
         rng = random.Random(f"{seed}:sentence_reordering:{doc_id}")
-        flat = iter(document_sentences(batch, index, tokenizer))
+        ids_per_sentence, starts_per_sentence, _, _ = document_token_lists(batch, index, tokenizer)
+        position = 0
         for paragraph in paragraphs:
-            sentences = [e for e in (next(flat) for _ in paragraph) if e.ids]
-            for start, end in pack_sentences([len(e.ids) for e in sentences], budget):
-                chunk = [_truncate(e, budget) for e in sentences[start:end]]
+            sentences = [(ids_per_sentence[k], starts_per_sentence[k])
+                         for k in range(position, position + len(paragraph)) if ids_per_sentence[k]]
+            position += len(paragraph)
+            for start, end in pack_sentences([len(ids) for ids, _ in sentences], budget):
+                chunk = [_truncate_token_lists(ids, starts, budget) for ids, starts in sentences[start:end]]
                 n = rng.randint(1, max_segments)
-                segments, at_sentences = cut_segments(chunk, n, rng)
+                segments, at_sentences = _cut_token_lists(chunk, n, rng)
                 perm = list(range(len(segments)))
                 rng.shuffle(perm)
-                input_ids, segment_ids, label = reordering_example(segments, perm, cls_id, sep_id)
+                input_ids = [cls_id]
+                for original in perm:
+                    input_ids.extend(segments[original])
+                    input_ids.append(sep_id)
+                key = tuple(perm)
+                label = labels[key] if key in labels else labels.setdefault(key, permutation_to_label(perm))
                 out["input_ids"].append(input_ids)
-                out["segment_ids"].append(segment_ids)
+                out["segment_ids"].append([0] * len(input_ids))
                 out["label"].append(label)
                 out["num_segments"].append(len(segments))
                 out["sentence_cuts"].append(at_sentences)
                 out["doc_id"].append(doc_id)
+        if position != len(ids_per_sentence):
+            raise ValueError(f"document {doc_id}: {len(ids_per_sentence)} tokenized sentences for {position}")
     return out
+
+
+def sentence_reordering_table(batch: pa.Table, *, tokenizer: Tokenizer, max_seq_len: int, max_segments: int,
+                              seed: int) -> pa.Table:
+    """:func:`sentence_reordering_batch` on an Arrow batch carrying the shared tokenization pass: the same
+    examples, drawn with the same calls on the same per-document generators. A chunk's tokens are one
+    contiguous run of the batch's flattened tokens (its sentences are consecutive, and only a sentence alone
+    in its chunk is truncated, at its end), so an example is a list of (start, length) pieces of that run,
+    gathered with numpy."""
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    budget = max_seq_len - 1 - max_segments
+    flat = flat_tokens(batch, words=False)
+    n_tokens = len(flat.tokens)
+    cls_at, sep_at = n_tokens, n_tokens + 1  # [CLS] and [SEP] appended to the tokens
+    sentence_lengths = np.diff(flat.sentence_tokens).tolist()
+    token_offsets = flat.sentence_tokens.tolist()
+    sentence_words = flat.sentence_words.tolist()
+    word_starts = flat.word_starts
+    doc_sentences = flat.doc_sentences.tolist()
+    paragraphs_column = batch.column("sentences").combine_chunks()
+    paragraph_counts = pc.list_value_length(paragraphs_column).to_numpy(zero_copy_only=False).tolist()
+    paragraph_sizes = pc.list_value_length(paragraphs_column.flatten()).to_numpy(zero_copy_only=False).tolist()
+    doc_ids = batch.column("id").to_pylist()
+    piece_starts: list[int] = []
+    piece_lengths: list[int] = []
+    example_lengths: list[int] = []
+    labels: list[int] = []
+    num_segments: list[int] = []
+    sentence_cuts: list[bool] = []
+    out_ids: list[str] = []
+    label_of: dict[tuple[int, ...], int] = {}
+    paragraph = 0
+    for index, doc_id in enumerate(doc_ids):
+        rng = random.Random(f"{seed}:sentence_reordering:{doc_id}")
+        position = doc_sentences[index]
+        for _ in range(paragraph_counts[index]):
+            size = paragraph_sizes[paragraph]
+            paragraph += 1
+            sentences = [k for k in range(position, position + size) if sentence_lengths[k]]
+            position += size
+            for start, end in pack_sentences([sentence_lengths[k] for k in sentences], budget):
+                chunk = sentences[start:end]
+                first = token_offsets[chunk[0]]
+                if len(chunk) == 1 and sentence_lengths[chunk[0]] > budget:  # _truncate
+                    k = chunk[0]
+                    starts = word_starts[sentence_words[k] + 1 : sentence_words[k + 1]].tolist()
+                    inner = [w for w in starts if w <= budget]
+                    cut = inner[-1] if inner else budget
+                    lengths, starts = [cut], [w for w in starts if w < cut]
+                    chunk_starts = [starts]
+                else:
+                    lengths = [sentence_lengths[k] for k in chunk]
+                    chunk_starts = None
+                n = rng.randint(1, max_segments)
+                total = sum(lengths)
+                at_sentences = len(chunk) >= n
+                if at_sentences:
+                    sentence_starts = list(itertools.accumulate(lengths[:-1]))
+                    cuts = sorted(rng.sample(sentence_starts, n - 1))
+                else:
+                    if chunk_starts is None:
+                        chunk_starts = [word_starts[sentence_words[k] + 1 : sentence_words[k + 1]].tolist()
+                                        for k in chunk]
+                    boundaries: list[int] = []
+                    offset = 0
+                    for length, starts in zip(lengths, chunk_starts, strict=True):
+                        if offset:
+                            boundaries.append(offset)
+                            boundaries.extend([offset + w for w in starts])
+                        else:
+                            boundaries.extend(starts)
+                        offset += length
+                    cuts = sorted(rng.sample(boundaries, n - 1)) if len(boundaries) >= n - 1 else boundaries
+                edges = [0, *cuts, total]
+                count = len(edges) - 1
+                perm = list(range(count))
+                rng.shuffle(perm)
+                piece_starts.append(cls_at)
+                piece_lengths.append(1)
+                for original in perm:
+                    piece_starts.append(first + edges[original])
+                    piece_lengths.append(edges[original + 1] - edges[original])
+                    piece_starts.append(sep_at)
+                    piece_lengths.append(1)
+                example_lengths.append(total + count + 1)
+                key = tuple(perm)
+                labels.append(label_of[key] if key in label_of else label_of.setdefault(key, permutation_to_label(perm)))
+                num_segments.append(count)
+                sentence_cuts.append(at_sentences)
+                out_ids.append(doc_id)
+    tokens = np.concatenate([flat.tokens, np.array([cls_id, sep_id], dtype=np.int64)])
+    starts_np = np.array(piece_starts, dtype=np.int64)
+    lengths_np = np.array(piece_lengths, dtype=np.int64)
+    piece_offsets = np.zeros(len(starts_np) + 1, dtype=np.int64)
+    np.cumsum(lengths_np, out=piece_offsets[1:])
+    source = np.repeat(starts_np - piece_offsets[:-1], lengths_np) + np.arange(int(piece_offsets[-1]), dtype=np.int64)
+    offsets = np.zeros(len(example_lengths) + 1, dtype=np.int64)
+    np.cumsum(np.array(example_lengths, dtype=np.int64), out=offsets[1:])
+    list_offsets = pa.array(offsets.astype(np.int32))
+    return pa.table({
+        "input_ids": pa.ListArray.from_arrays(list_offsets, pa.array(tokens[source]).cast(INPUT_IDS_TYPE)),
+        "segment_ids": pa.ListArray.from_arrays(list_offsets, pa.array(np.zeros(int(offsets[-1]), dtype=np.int64))),
+        "label": pa.array(labels, type=pa.int64()),
+        "num_segments": pa.array(num_segments, type=pa.int64()),
+        "sentence_cuts": pa.array(sentence_cuts, type=pa.bool_()),
+        "doc_id": pa.array(out_ids, type=pa.string())})
 
 
 def build_sentence_reordering(documents: Dataset, tokenizer: Tokenizer, *, max_seq_len: int,
@@ -161,16 +324,21 @@ def build_sentence_reordering(documents: Dataset, tokenizer: Tokenizer, *, max_s
         raise ValueError(f"max_segments must be in 1..{MAX_SEGMENTS}, got {max_segments}")
     if max_seq_len - 1 - max_segments < 1:
         raise ValueError(f"max_seq_len {max_seq_len} leaves no room for text with {max_segments} segments")
-    examples = documents.map(
-        sentence_reordering_batch,
+    # the paragraphs' sentences only for their number; tokens from the shared pass (words and text unread)
+    columns = token_columns(documents, words=False, tags=False, extra=("sentences",))
+    arrow = "sentence_ids" in columns.column_names  # the shared pass: numpy over Arrow batches
+    examples = (columns.with_format("arrow") if arrow else columns).map(
+        sentence_reordering_table if arrow else sentence_reordering_batch,
         batched=True,
         batch_size=64,
-        remove_columns=documents.column_names,
+        remove_columns=columns.column_names,
         num_proc=num_proc if num_proc > 1 else None,
         fn_kwargs={"tokenizer": tokenizer, "max_seq_len": max_seq_len, "max_segments": max_segments,
                    "seed": seed},
         desc="sentence_reordering",
     )
+    if arrow:
+        examples = examples.with_format(None)
     if len(examples) == 0:
         raise ValueError(f"task sentence_reordering needs paragraphs with at least one token; found 0 in "
                          f"{len(documents)} documents")

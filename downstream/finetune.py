@@ -18,6 +18,11 @@ measured.
 
 Sharing: ``hard`` trains one encoder for all tasks; ``soft`` gives every task its own copy of the pretrained
 encoder and adds ``soft_sharing_weight * soft_sharing_penalty(copies)`` to every step's loss.
+
+Monitoring: every record goes to ``RUN_DIR/metrics.jsonl``; with ``monitor.wandb.enabled`` (``--wandb``) the
+same values also go to Weights & Biases the way pretraining logs them (:mod:`ernie_cmtl.monitor`): task-namespaced
+keys (``train/<task>/loss``, ``dev/<task>/<metric>``), the resolved config as the run config, files in
+``RUN_DIR/wandb/``, the mode from ``monitor.wandb.mode`` / ``WANDB_MODE``. See :class:`FinetuneMonitor`.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import copy
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +60,7 @@ from ernie_cmtl.config import (
     ConfigError,
     ModelConfig,
     TrainConfig,
+    WandbConfig,
     from_dict,
     read_raw,
     require,
@@ -62,12 +69,27 @@ from ernie_cmtl.config import (
 from ernie_cmtl.engine import lr_lambda, param_groups
 from ernie_cmtl.hf import is_hf_model_dir, load_hf_model
 from ernie_cmtl.model import Encoder, PairMatchingHead, SequenceClassificationHead
+from ernie_cmtl.monitor import resolve_wandb_mode
 from pretrain_tasks.base import pad_sequences
 
 log = logging.getLogger(__name__)
 
 DEV_SUBSET_SEED = 1234
 """Fixed, so that ``max_eval_examples`` picks the same dev examples in every run."""
+
+
+@dataclass
+class FinetuneMonitorConfig:
+    """Fine-tuning's ``monitor`` section: the ``monitor.wandb`` keys of pretraining (``ernie_cmtl.config``)."""
+
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """``enabled`` (``--wandb``), ``project`` (``--wandb-project``), ``entity``, ``mode`` (auto: WANDB_MODE,
+    else online with a wandb login, else offline), ``tags``, ``name`` (default: the run directory's name).
+    ``log_checkpoints`` must stay false: fine-tuning writes no checkpoints."""
+
+    def __post_init__(self) -> None:
+        require(not self.wandb.log_checkpoints, "wandb.log_checkpoints", "false (fine-tuning writes no "
+                "checkpoints to upload)")
 
 
 @dataclass
@@ -142,6 +164,8 @@ class FinetuneConfig:
     log_every: int = 50
     device: str = "auto"
     """``auto`` (cuda if present, else cpu), ``cpu``, ``cuda``, ``cuda:1`` ..."""
+    monitor: FinetuneMonitorConfig = field(default_factory=FinetuneMonitorConfig)
+    """Weights & Biases logging of the train losses and dev metrics (``monitor.wandb.*``; off by default)."""
 
     def __post_init__(self) -> None:
         require(bool(self.tasks), "tasks", "at least one task name")
@@ -515,11 +539,72 @@ def evaluate(model: FinetuneModel, data: dict[str, TaskData], config: FinetuneCo
     return results
 
 
+class FinetuneMonitor:
+    """Appends a fine-tuning run's records to ``RUN_DIR/metrics.jsonl`` and, with ``monitor.wandb.enabled``,
+    to a new wandb run (fine-tuning does not resume) in ``RUN_DIR/wandb/`` whose config is the
+    resolved fine-tuning config. wandb keys follow pretraining's: ``train/<task>/loss`` (soft sharing also
+    ``train/<task>/total_loss``), ``train/lr``, ``stage`` and ``task`` per logged step; ``dev/<task>/<metric>``
+    (and ``score``) per evaluation; ``glue_score``, ``baseline/<task>/<metric>`` in the run summary. Stage steps
+    restart at 1 in ``metrics.jsonl``; the wandb step runs on across stages (:meth:`end_stage`), as wandb
+    needs. Mode ``disabled`` never imports wandb."""
+
+    def __init__(self, run_dir: Path, cfg: WandbConfig, run_config: dict[str, Any]) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.offset = 0
+        """Steps of the stages already finished: the wandb step of a record is ``offset + step``."""
+        self.run = None
+        mode = resolve_wandb_mode(cfg)
+        if mode != "disabled":
+            import wandb
+
+            self.run = wandb.init(project=cfg.project, entity=cfg.entity, mode=mode,
+                                  name=cfg.name or run_dir.name, tags=cfg.tags, dir=str(run_dir),
+                                  config=run_config, reinit="create_new")
+            log.info("wandb run %s (%s), files in %s", self.run.id, mode, run_dir / "wandb")
+
+    def record(self, record: dict[str, Any]) -> None:
+        """One record: a logged training step (``loss``, ``lr``, ...) or, with ``"split": "dev"``, one task's
+        dev metrics."""
+        _append(self.path, record)
+        if self.run is None:
+            return
+        task = record["task"]
+        if record.get("split") == "dev":
+            values = {f"dev/{task}/{key}": value for key, value in record.items()
+                      if key not in ("stage", "step", "split", "task") and isinstance(value, int | float)}
+        else:
+            values = {f"train/{task}/loss": record["loss"], "train/lr": record["lr"], "stage": record["stage"],
+                      "task": task}
+            if "total_loss" in record:
+                values[f"train/{task}/total_loss"] = record["total_loss"]
+        self.run.log(values, step=self.offset + record["step"])
+
+    def end_stage(self, steps: int) -> None:
+        """A stage of ``steps`` steps is over: the next stage's steps follow it on the wandb step axis."""
+        self.offset += steps
+
+    def summary(self, values: dict[str, Any]) -> None:
+        """Values of the whole run (wandb's run summary; nothing in ``metrics.jsonl``)."""
+        if self.run is not None:
+            self.run.summary.update(values)
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
 def train_stage(model: FinetuneModel, data: dict[str, TaskData], order: list[str], config: FinetuneConfig,
                 pad_id: int, device: torch.device, *, stage: str, metrics_path: Path | None = None,
-                progress: bool = False) -> list[tuple[int, str, float]]:
+                progress: bool = False, monitor: FinetuneMonitor | None = None) -> list[tuple[int, str, float]]:
     """Run ``len(order)`` optimizer steps (step i trains task ``order[i]``) with a fresh AdamW and linear
-    warmup/decay; returns (step, task, loss) per step. Soft sharing adds the weighted penalty every step."""
+    warmup/decay; returns (step, task, loss) per step. Soft sharing adds the weighted penalty every step.
+    Records (every ``log_every`` steps, mid-stage evaluations) go to ``monitor`` if given, else appended to
+    ``metrics_path`` if given."""
+    if monitor is not None:
+        emit: Callable[[dict[str, Any]], None] | None = monitor.record
+    else:
+        emit = (lambda record: _append(metrics_path, record)) if metrics_path is not None else None
     schedule = TrainConfig(max_steps=len(order), warmup_steps=int(config.warmup_ratio * len(order)),
                            lr=config.lr, lr_decay="linear")
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.999),
@@ -550,17 +635,16 @@ def train_stage(model: FinetuneModel, data: dict[str, TaskData], order: list[str
         optimizer.zero_grad(set_to_none=True)
         losses.append((step, name, float(loss.detach())))
         bar.update(1)
-        if metrics_path is not None and (step % config.log_every == 0 or step == len(order)):
+        if emit is not None and (step % config.log_every == 0 or step == len(order)):
             record = {"stage": stage, "step": step, "task": name, "loss": round(losses[-1][2], 6), "lr": lr}
             if soft:
                 record["total_loss"] = round(float(total.detach()), 6)
-            _append(metrics_path, record)
+            emit(record)
             bar.set_postfix(task=name, loss=f"{losses[-1][2]:.3f}")
         mid_stage_eval = config.eval_every and step % config.eval_every == 0 and step < len(order)
-        if metrics_path is not None and mid_stage_eval:
+        if emit is not None and mid_stage_eval:
             for task_name, values in evaluate(model, data, config, pad_id, device).items():
-                _append(metrics_path,
-                        {"stage": stage, "step": step, "split": "dev", "task": task_name, **values})
+                emit({"stage": stage, "step": step, "split": "dev", "task": task_name, **values})
     bar.close()
     return losses
 
@@ -599,10 +683,7 @@ def finetune(checkpoint: str | Path, tasks: list[str] | str | None = None,
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_plain(config), sort_keys=False))
-    metrics_path = run_dir / "metrics.jsonl"
-    metrics_path.write_text("")
-    device = _resolve_device(config.device)
-    pad_id = pretrained.tokenizer.token_to_id("[PAD]")
+    (run_dir / "metrics.jsonl").write_text("")
 
     data = {name: load_task_data(name, config, pretrained.tokenizer) for name in config.tasks}
     log.info("fine-tuning %s on %s", pretrained.checkpoint,
@@ -611,6 +692,20 @@ def finetune(checkpoint: str | Path, tasks: list[str] | str | None = None,
     for name, d in data.items():
         if d.skipped:
             log.info("%s: rows left out by the reader: %s", name, d.skipped)
+    # the wandb run starts once the data are read: a missing data folder leaves no empty run behind
+    monitor = FinetuneMonitor(run_dir, config.monitor.wandb,
+                              {**to_plain(config), "checkpoint": str(pretrained.checkpoint)})
+    try:
+        return _train_and_evaluate(pretrained, data, config, run_dir, monitor, started, progress)
+    finally:
+        monitor.close()
+
+
+def _train_and_evaluate(pretrained: Pretrained, data: dict[str, TaskData], config: FinetuneConfig,
+                        run_dir: Path, monitor: FinetuneMonitor, started: float,
+                        progress: bool) -> dict[str, Any]:
+    device = _resolve_device(config.device)
+    pad_id = pretrained.tokenizer.token_to_id("[PAD]")
     torch.manual_seed(config.seed)
     model = FinetuneModel.build(pretrained.encoder(), [d.spec for d in data.values()], config.sharing,
                                 config.pair_head)
@@ -618,13 +713,13 @@ def finetune(checkpoint: str | Path, tasks: list[str] | str | None = None,
     probabilities = sampling_probabilities({n: len(d.train) for n, d in data.items()}, config.sampling,
                                            config.temperature)
     order = task_order(probabilities, config.max_steps, config.seed)
-    losses = train_stage(model, data, order, config, pad_id, device, stage="multitask",
-                         metrics_path=metrics_path, progress=progress)
+    losses = train_stage(model, data, order, config, pad_id, device, stage="multitask", monitor=monitor,
+                         progress=progress)
     multitask = evaluate(model, data, config, pad_id, device)
     for name, values in multitask.items():
-        _append(metrics_path, {"stage": "multitask", "step": config.max_steps, "split": "dev", "task": name,
-                               **values})
+        monitor.record({"stage": "multitask", "step": config.max_steps, "split": "dev", "task": name, **values})
         log.info("multi-task dev %s: %s", name, values)
+    monitor.end_stage(config.max_steps)
 
     results: dict[str, Any] = {"checkpoint": str(pretrained.checkpoint), "tasks": config.tasks,
                                "sharing": config.sharing, "task_probabilities": probabilities,
@@ -642,10 +737,11 @@ def finetune(checkpoint: str | Path, tasks: list[str] | str | None = None,
         for name in config.tasks:
             single = model.single_task(name)
             train_stage(single, data, [name] * config.per_task_steps, config, pad_id, device,
-                        stage=f"per_task:{name}", metrics_path=metrics_path, progress=progress)
+                        stage=f"per_task:{name}", monitor=monitor, progress=progress)
             per_task.update(evaluate(single, data, config, pad_id, device))
-            _append(metrics_path, {"stage": f"per_task:{name}", "step": config.per_task_steps, "split": "dev",
-                                   "task": name, **per_task[name]})
+            monitor.record({"stage": f"per_task:{name}", "step": config.per_task_steps, "split": "dev",
+                            "task": name, **per_task[name]})
+            monitor.end_stage(config.per_task_steps)
             log.info("per-task dev %s: %s", name, per_task[name])
             del single
         results["per_task"] = per_task
@@ -655,6 +751,8 @@ def finetune(checkpoint: str | Path, tasks: list[str] | str | None = None,
     if glue:
         results["glue_score"] = round(sum(glue) / len(glue), 6)
     results["seconds"] = round(time.perf_counter() - started, 1)
+    summary = {f"baseline/{n}/{k}": v for n, values in results["baseline"].items() for k, v in values.items()}
+    monitor.summary({**summary, **({"glue_score": results["glue_score"]} if glue else {})})
     (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 
@@ -664,7 +762,7 @@ def _mean_tail(values: list[float], tail: int = 20) -> float | None:
     return round(sum(values[-tail:]) / len(values[-tail:]), 6) if values else None
 
 
-__all__ = ["FinetuneConfig", "load_finetune_config", "Pretrained", "load_pretrained", "Encoded",
+__all__ = ["FinetuneConfig", "FinetuneMonitorConfig", "FinetuneMonitor", "load_finetune_config", "Pretrained", "load_pretrained", "Encoded",
            "encode_examples", "collate", "EpochBatches", "sampling_probabilities", "task_order",
            "FinetuneModel", "task_loss", "soft_sharing_penalty", "TaskData", "read_task_splits",
            "load_task_data", "evaluate",

@@ -69,13 +69,17 @@ def configure(config_path: str | Path | None = None, overrides: list[str] | None
     return config
 
 
-def build_data(config: RunConfig, progress: bool = True) -> PreparedData:
+def build_data(config: RunConfig, progress: bool = True, *, shard: tuple[int, int] | None = None,
+               statistics_only: bool = False) -> PreparedData:
     """Build (or load from the cache) the documents, tokenizer and every task's examples. Tasks the corpus
     gives no examples are reported (``empty_tasks``, ``RUN_DIR/data_report.json``), not an error, while at
-    least one task has examples."""
+    least one task has examples. ``shard=(k, n)``: only the examples of the k-th of n parts of the corpus
+    (a later run reads the n shards as one dataset); ``statistics_only``: the tokenizer and the tasks' corpus
+    statistics, no examples (see :func:`ernie_cmtl.data.prepare_data`)."""
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return prepare_data(config, run_dir, progress=progress, allow_empty_tasks=True)
+    return prepare_data(config, run_dir, progress=progress, allow_empty_tasks=True, shard=shard,
+                        statistics_only=statistics_only)
 
 
 def plan(config: RunConfig, png: str | Path | None = None) -> Plan:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -11,6 +12,7 @@ EXAMPLES = """examples:
   ernie-cmtl pretrain --config configs/default.yaml --corpus ../shared/data/wikipedia-en-2018-sample/train
   ernie-cmtl pretrain --config configs/default.yaml --set model.hidden_size=256 --set train.lr=1e-3
   ernie-cmtl pretrain --config configs/default.yaml --run-dir runs/x --resume
+  ernie-cmtl pretrain --config configs/default.yaml --wandb --wandb-project my-project   # log to wandb
   ernie-cmtl build-data --config configs/default.yaml
   ernie-cmtl plan --config configs/cmtl_paper_table.yaml
   ernie-cmtl tasks
@@ -30,6 +32,33 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", metavar="DIR", help="run directory: resolved config, tokenizer, logs, "
                         "metrics.jsonl, checkpoints (overrides run_dir)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+
+
+WANDB_HELP = """Both flags are sugar for --set monitor.wandb.enabled=true and --set monitor.wandb.project=NAME;
+wandb writes its files into RUN_DIR/wandb/. The mode comes from the environment:
+WANDB_MODE=online streams to wandb.ai, WANDB_MODE=offline writes RUN_DIR/wandb/offline-run-* to upload later
+with `wandb sync`, WANDB_MODE=disabled logs nothing. Without WANDB_MODE: online after `wandb login` (or with
+WANDB_API_KEY set), offline otherwise. An explicit monitor.wandb.mode in the config wins over all of these."""
+
+
+def _add_wandb_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Weights & Biases", WANDB_HELP)
+    group.add_argument("--wandb", action="store_true", help="log the run to wandb (= --set "
+                       "monitor.wandb.enabled=true); online or offline as WANDB_MODE says, see above")
+    group.add_argument("--wandb-project", metavar="NAME", help="the wandb project (= --set "
+                       "monitor.wandb.project=NAME; default ernie-cmtl); implies --wandb")
+
+
+def wandb_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` overrides that ``--wandb`` / ``--wandb-project`` stand for, so that they go through the
+    same config validation as every other override. The project is quoted, so that a name YAML would read as
+    a number or a boolean (``2024``, ``yes``) stays a string."""
+    overrides = []
+    if args.wandb or args.wandb_project is not None:
+        overrides.append("monitor.wandb.enabled=true")
+    if args.wandb_project is not None:
+        overrides.append(f"monitor.wandb.project={json.dumps(args.wandb_project)}")
+    return overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-plan-change", action="store_true", help="with --resume: accept a checkpoint "
                    "written under a different schedule (new tasks get fresh heads; the step sequence follows "
                    "the new plan)")
+    _add_wandb_args(p)
 
     p = sub.add_parser("plan", help="print the stage x task schedule and write its timeline PNG",
                        description="Print the continual multi-task plan (steps of each task in each stage, "
@@ -62,8 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build-data", help="build and cache documents, tokenizer and task examples",
                        description="Read the corpus, train (or load) the tokenizer and build every configured "
-                       "task's examples into the Arrow cache (data.cache_dir). Prints per-task counts.")
+                       "task's examples into the Arrow cache (data.cache_dir), one progress line per task. "
+                       "Prints per-task counts. On N nodes: run --statistics-only once, then --shard K/N on "
+                       "node K (0..N-1) with the same config and cache; a later pretrain reads the N shards "
+                       "as one dataset per task (docs/DISTRIBUTED.md).")
     _add_run_args(p)
+    p.add_argument("--shard", metavar="K/N", help="build only the examples of the K-th (0-based) of N disjoint "
+                   "parts of the corpus, split by document id (the held-out split is the same for any N); "
+                   "the tokenizer and corpus statistics are the whole corpus's, shared by all shards")
+    p.add_argument("--statistics-only", action="store_true", help="train the tokenizer and compute every "
+                   "task's corpus statistics (phrase lexicon, frequent words, class counts) into the cache, "
+                   "build no examples: run once before the shards so that they reuse one copy")
 
     sub.add_parser("tasks", help="list the registered pretraining tasks",
                    description="List every task registered in the 'ernie_cmtl.tasks' entry-point group, with "
@@ -85,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "run directory. See docs/FINETUNING.md.",
                        epilog="examples:\n  ernie-cmtl finetune --checkpoint runs/default --tasks sst2,cola,mrpc,"
                        "rte,stsb --run-dir runs/glue\n  ernie-cmtl finetune --checkpoint runs/zh --tasks "
-                       "chnsenticorp,ocnli,c3 --run-dir runs/clue",
+                       "chnsenticorp,ocnli,c3 --run-dir runs/clue\n  ernie-cmtl finetune --checkpoint runs/default "
+                       "--tasks sst2,cola --wandb --wandb-project my-glue   # log to wandb",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", metavar="PATH", required=True, help="a pretraining run directory (its latest "
                    "checkpoint is used) or one RUN_DIR/checkpoints/step_N directory")
@@ -100,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "N steps (overrides per_task_steps; 0 = off)")
     p.add_argument("--run-dir", metavar="DIR", help="output directory (overrides run_dir)")
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    _add_wandb_args(p)
 
     p = sub.add_parser("export", help="write a checkpoint as a Hugging Face model directory",
                        description="Write a pretraining checkpoint as a directory that transformers loads "
@@ -131,7 +172,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from ernie_cmtl import api
 
-    config = api.configure(args.config, args.overrides, args.corpus, args.run_dir)
+    config = api.configure(args.config, [*args.overrides, *wandb_overrides(args)], args.corpus, args.run_dir)
     api.setup_logging(verbose=not args.quiet)
     try:
         result = api.pretrain(config, resume=args.resume, stop_at=args.max_steps, progress=not args.quiet,
@@ -164,17 +205,33 @@ def _cmd_build_data(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ernie_cmtl import api
+    from ernie_cmtl.config import ConfigError
+    from ernie_cmtl.data import parse_shard
 
+    try:
+        shard = parse_shard(args.shard) if args.shard else None
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if shard is not None and args.statistics_only:
+        raise ConfigError("--shard and --statistics-only exclude each other: compute the statistics once, "
+                          "then build each shard")
     config = api.configure(args.config, args.overrides, args.corpus, args.run_dir)
     api.setup_logging(verbose=not args.quiet)
-    data = api.build_data(config, progress=not args.quiet)
+    data = api.build_data(config, progress=not args.quiet, shard=shard, statistics_only=args.statistics_only)
     from data_builders.corpus import CorpusReport
 
     for line in CorpusReport.from_dict(data.report["corpus"]).summary():
         print(line)
     split = data.report["split"]
-    print(f"split: {split['train_documents']} train, {split['valid_documents']} valid documents"
+    where = f" in shard {shard[0]}/{shard[1]}" if shard else ""
+    print(f"split: {split['train_documents']} train, {split['valid_documents']} valid documents{where}"
           + (" (one document: its last paragraphs held out)" if split["one_document_split"] else ""))
+    if args.statistics_only:
+        print(f"tokenizer: {Path(config.run_dir) / 'tokenizer.json'} (vocabulary {data.tokenizer.get_vocab_size()})")
+        for name in data.tasks:
+            reason = data.empty_tasks.get(name)
+            print(f"{name}: corpus statistics ready" + (f" (cannot be built: {reason})" if reason else ""))
+        return 0
     for name, task in data.tasks.items():
         histogram = task.label_counts(data.train[name])
         shown = histogram if len(histogram) <= 40 else f"{len(histogram)} distinct labels"
@@ -216,7 +273,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
     steps = [f"{key}={value}" for key, value in (("max_steps", args.max_steps),
                                                  ("per_task_steps", args.per_task_steps)) if value is not None]
-    config = load_finetune_config(args.config, [*args.overrides, *steps])
+    config = load_finetune_config(args.config, [*args.overrides, *steps, *wandb_overrides(args)])
     if args.run_dir is not None:
         config.run_dir = args.run_dir
     api.setup_logging(verbose=not args.quiet)

@@ -71,6 +71,14 @@ class DataConfig:
     """Sequence length of built examples, special tokens included."""
     num_proc: int = 1
     """Worker processes for example building."""
+    statistics_documents: int = 100_000
+    """Corpus statistics (tokenizer training, the knowledge-masking lexicon, frequent words, discourse class
+    counts) come from an evenly spaced sample of at most this many training documents: bounded work on any
+    corpus, and the same statistics for every shard of a sharded build (``build-data --shard K/N``)."""
+    block_documents: int = 4096
+    """Tasks whose examples depend on their own document only are built this many documents at a time (the
+    same examples as one pass; the progress line moves per block). IR relevance retrieves within blocks of
+    ``tasks.ir_relevance.block_documents``."""
     cache_dir: str = "~/.cache/ernie_cmtl"
     """Where documents, tokenizers and built examples are cached under their fingerprints."""
 
@@ -85,6 +93,8 @@ class DataConfig:
         require(0.0 < self.valid_fraction < 0.5, "data.valid_fraction", "a number in (0, 0.5)")
         require(16 <= self.max_seq_len <= 4096, "data.max_seq_len", "an integer in [16, 4096]")
         require(self.num_proc >= 1, "data.num_proc", "an integer >= 1")
+        require(self.statistics_documents >= 1, "data.statistics_documents", "an integer >= 1")
+        require(self.block_documents >= 1, "data.block_documents", "an integer >= 1")
 
 
 @dataclass

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -127,19 +128,183 @@ def make_tasks(config: RunConfig, special: SpecialIds) -> dict[str, PretrainTask
     return {name: get_task_class(name)(section, special) for name, section in config.tasks.items()}
 
 
+Shard = tuple[int, int]
+"""``(k, n)``: the k-th (0-based) of n disjoint parts of the corpus, split by document id."""
+
+
+def parse_shard(text: str) -> Shard:
+    """``"K/N"`` -> ``(K, N)`` with 0 <= K < N; a ``ValueError`` naming the expected form otherwise."""
+    try:
+        k_text, n_text = text.split("/")
+        k, n = int(k_text), int(n_text)
+    except ValueError:
+        raise ValueError(f"--shard must be K/N (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= k < n:
+        raise ValueError(f"--shard K/N needs 0 <= K < N, got {text!r}")
+    return k, n
+
+
+def shard_of(doc_id: str, n: int) -> int:
+    """The shard (0..n-1) of a document: a hash of its id alone, so a document's shard depends on nothing
+    else (not the seed, not the other documents) and the held-out split is the same whatever ``n`` is."""
+    return int.from_bytes(hashlib.sha1(f"shard:{doc_id}".encode()).digest()[:8], "big") % n
+
+
+def shard_documents(documents: Dataset, shard: Shard) -> Dataset:
+    """The documents of ``shard`` (in their corpus order)."""
+    k, n = shard
+    if n == 1:
+        return documents
+    return documents.select([i for i, doc_id in enumerate(documents["id"]) if shard_of(doc_id, n) == k])
+
+
+def statistics_sample(documents: Dataset, limit: int) -> Dataset:
+    """At most ``limit`` documents, evenly spaced (all of them when there are no more): the documents corpus
+    statistics are computed on (``data.statistics_documents``)."""
+    if len(documents) <= limit:
+        return documents
+    step = len(documents) / limit
+    return documents.select(sorted({int(i * step) for i in range(limit)}))
+
+
+def _shard_name(shard: Shard) -> str:
+    return f"{shard[0]}-of-{shard[1]}"
+
+
+def built_shards(task_dir: Path) -> tuple[int, list[Path]] | None:
+    """The newest complete set of shard builds in ``task_dir/shards`` as (n, shard dirs in order), or None.
+    A set is complete when every ``k-of-n`` has its train and valid examples (or its ``empty.json``)."""
+    root = task_dir / "shards"
+    if not root.is_dir():
+        return None
+    sets: dict[int, dict[int, Path]] = {}
+    for path in root.iterdir():
+        k_text, _, n_text = path.name.partition("-of-")
+        if k_text.isdigit() and n_text.isdigit() and _shard_done(path):
+            sets.setdefault(int(n_text), {})[int(k_text)] = path
+    complete = [(max(p.stat().st_mtime for p in parts.values()), n) for n, parts in sets.items()
+                if len(parts) == n]
+    if not complete:
+        return None
+    n = max(complete)[1]
+    return n, [sets[n][k] for k in range(n)]
+
+
+def missing_shards(task_dir: Path) -> str | None:
+    """A description of incomplete shard sets in ``task_dir/shards`` ("1, 3 of 4"), or None."""
+    root = task_dir / "shards"
+    if not root.is_dir():
+        return None
+    sets: dict[int, set[int]] = {}
+    for path in root.iterdir():
+        k_text, _, n_text = path.name.partition("-of-")
+        if k_text.isdigit() and n_text.isdigit():
+            sets.setdefault(int(n_text), set()).update([int(k_text)] if _shard_done(path) else [])
+    parts = [f"{', '.join(str(k) for k in range(n) if k not in done)} of {n}" for n, done in sorted(sets.items())
+             if len(done) < n]
+    return "; ".join(parts) or None
+
+
+def _shard_done(path: Path) -> bool:
+    return (path / "empty.json").is_file() or ((path / "train").is_dir() and (path / "valid").is_dir())
+
+
+def _load_shards(paths: list[Path]) -> tuple[Dataset, Dataset] | str:
+    """The shards' train and valid examples, concatenated (memory-mapped Arrow files side by side); or the
+    reason when no shard has examples."""
+    from datasets import concatenate_datasets
+
+    train, valid, reasons = [], [], []
+    for path in paths:
+        if (path / "empty.json").is_file():
+            reasons.append(json.loads((path / "empty.json").read_text())["reason"])
+            continue
+        train.append(load_from_disk(str(path / "train")))
+        valid.append(load_from_disk(str(path / "valid")))
+    if not train:
+        return f"no shard has examples: {reasons[0]}"
+    return concatenate_datasets(train), concatenate_datasets(valid)
+
+
+class BuildProgress:
+    """One progress line per task (documents/s and an ETA) in place of ``datasets``' per-map bars."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def bar(self, name: str, total: int) -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=f"{name:<24}", unit=" docs", disable=not self.enabled, dynamic_ncols=True,
+                    leave=True, mininterval=1.0)
+
+
+def _in_blocks(docs: Dataset, size: int) -> list[Dataset]:
+    if len(docs) <= size:
+        return [docs]
+    return [docs.select(range(start, min(start + size, len(docs)))) for start in range(0, len(docs), size)]
+
+
+def build_in_blocks(task: PretrainTask, documents: Dataset, ctx: BuildContext, split: str, block: int,
+                    bar: Any = None) -> Dataset:
+    """``task.build`` over ``documents``: in blocks of ``block`` documents for a document-local task (the
+    same rows as one call; a block without examples is no error while another block has some), else whole.
+    With ``ctx.num_proc`` workers a block is ``block * num_proc`` documents (each block starts a pool)."""
+    from datasets import concatenate_datasets
+
+    block *= max(1, ctx.num_proc)
+    if not task.document_local or len(documents) <= block:
+        out = _build(task, documents, ctx, split)
+        if bar is not None:
+            bar.update(len(documents))
+        return out
+    parts, first_error = [], None
+    for part in _in_blocks(documents, block):
+        try:
+            parts.append(_build(task, part, ctx, split))
+        except DataBuildError as err:
+            first_error = first_error or err
+        if bar is not None:
+            bar.update(len(part))
+    if not parts:
+        raise first_error  # type: ignore[misc]
+    return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
 def prepare_data(config: RunConfig, run_dir: Path, progress: bool = True, *,
-                 allow_empty_tasks: bool | None = None) -> PreparedData:
+                 allow_empty_tasks: bool | None = None, shard: Shard | None = None,
+                 statistics_only: bool = False) -> PreparedData:
     """Everything a run reads, built or loaded from the cache, and its account in ``RUN_DIR/data_report.json``.
 
     Every task that can be built is; a task the corpus gives no train or no valid examples is reported with
     the reason. With ``allow_empty_tasks`` (default: ``data.skip_empty_tasks``) the run goes on without such
     tasks: they are left out of the result and out of ``config.tasks`` and ``config.schedule``. Otherwise one
     :class:`DataBuildError` lists them all, as it always does when no task has examples.
+
+    Sharded builds (docs/DISTRIBUTED.md): with ``shard=(k, n)`` only the examples of the documents of shard
+    ``k`` (:func:`shard_of`) are built, into ``shards/k-of-n`` beside the unsharded examples, and returned;
+    the tokenizer and the tasks' corpus statistics come from the whole training split's statistics sample,
+    so every shard uses the same ones. Without ``shard``, a task with no unsharded build but a complete set
+    of shard builds reads them as one dataset; an incomplete set is an error naming the missing shards.
+    ``statistics_only``: train the tokenizer and compute every task's statistics (run once before the
+    shards), build no examples (the result has none).
     """
     if allow_empty_tasks is None:
         allow_empty_tasks = config.data.skip_empty_tasks
-    if not progress:
-        disable_progress_bars()
+    # Our own progress line per task replaces datasets' per-map and "Saving the dataset" bars.
+    from datasets.utils import enable_progress_bars, is_progress_bar_enabled
+
+    bars_were_on = is_progress_bar_enabled()
+    disable_progress_bars()
+    try:
+        return _prepare_data(config, run_dir, BuildProgress(progress), allow_empty_tasks, shard, statistics_only)
+    finally:
+        if bars_were_on:
+            enable_progress_bars()
+
+
+def _prepare_data(config: RunConfig, run_dir: Path, bars: BuildProgress, allow_empty_tasks: bool,
+                  shard: Shard | None, statistics_only: bool) -> PreparedData:
     # Our cache (keyed on documents, tokenizer, task config and builder version) decides what is reused;
     # datasets' own map cache keys on the function alone and can return stale examples after a code change.
     disable_caching()
@@ -152,7 +317,9 @@ def prepare_data(config: RunConfig, run_dir: Path, progress: bool = True, *,
                "min_paragraph_chars": data.min_paragraph_chars}
     started = time.perf_counter()
     account: dict[str, Any] = {"corpus": None, "split": None, "tasks": {}, "empty_tasks": {}}
-    report_path = run_dir / "data_report.json"
+    if shard is not None:
+        account["shard"] = list(shard)
+    report_path = run_dir / ("data_report.json" if shard is None else f"data_report.shard-{_shard_name(shard)}.json")
     try:
         documents, corpus_report = load_documents_with_report(data.corpus, cache_dir=cache, **options)
         account["corpus"] = corpus_report.to_dict()
@@ -161,22 +328,40 @@ def prepare_data(config: RunConfig, run_dir: Path, progress: bool = True, *,
         if account["corpus"]["skipped"]:  # worth seeing even with --quiet, a clean read is not
             log.warning("bad input skipped: %s (account: %s)", corpus_report.skipped_summary(), report_path)
         docs_key = _digest(corpus_fingerprint(data.corpus, **options), data.valid_fraction, config.seed)
-        train_docs, valid_docs = split_documents(documents, data.valid_fraction, config.seed)
+        all_train, all_valid = split_documents(documents, data.valid_fraction, config.seed)
     except (CorpusError, DataBuildError) as err:
         _write_report(report_path, {**account, "error": str(err)})
         raise
+    if shard is None or statistics_only:
+        train_docs, valid_docs = all_train, all_valid
+    else:
+        train_docs, valid_docs = shard_documents(all_train, shard), shard_documents(all_valid, shard)
     account["split"] = {"train_documents": len(train_docs), "valid_documents": len(valid_docs),
                         "one_document_split": len(documents) == 1}
-    log.info("documents: %d train, %d valid (%.1fs)", len(train_docs), len(valid_docs),
-             time.perf_counter() - started)
+    if shard is not None:
+        account["split"].update(corpus_train_documents=len(all_train), corpus_valid_documents=len(all_valid))
+    log.info("documents: %d train, %d valid%s (%.1fs)", len(train_docs), len(valid_docs),
+             f" in shard {shard[0]}/{shard[1]}" if shard is not None else "", time.perf_counter() - started)
 
+    # Corpus statistics (tokenizer, lexicons, frequent words, class counts) read a bounded, evenly spaced
+    # sample of the whole training split: the same for every shard, bounded on any corpus.
+    stats_docs = statistics_sample(all_train, data.statistics_documents)
+    stats_key = [] if len(stats_docs) == len(all_train) else ["statistics", data.statistics_documents]
     tok_cfg = config.tokenizer
     # Chinese documents (data_builders.language): a BERT-Chinese tokenizer, jieba words in the shared pass.
-    chinese = "language" in train_docs.column_names and "zh" in set(train_docs["language"])
+    chinese = "language" in all_train.column_names and "zh" in set(stats_docs["language"])
+    tokenizer_cache = cache / "tokenizers" / f"{_digest(docs_key, to_plain(tok_cfg), *stats_key)}.json"
+    if shard is not None and not statistics_only and not tok_cfg.path and not tokenizer_cache.is_file() \
+            and not (run_dir / "tokenizer.json").is_file():
+        # WordPiece training is not deterministic (ties between equally frequent pairs break differently from
+        # run to run), so shards that each trained one would not share token ids: one is trained, first.
+        raise DataBuildError(f"shard {shard[0]}/{shard[1]}: no tokenizer yet for this corpus: run `ernie-cmtl "
+                             f"build-data --statistics-only` once first (same config and data.cache_dir), or set "
+                             f"tokenizer.path (looked for {tokenizer_cache} and {run_dir / 'tokenizer.json'})")
     tokenizer = tokenizer_for_run(
         run_dir / "tokenizer.json", pretrained=tok_cfg.path,
-        texts=iter_paragraphs(train_docs),
-        cache_path=cache / "tokenizers" / f"{_digest(docs_key, to_plain(tok_cfg))}.json",
+        texts=iter_paragraphs(stats_docs),
+        cache_path=tokenizer_cache,
         vocab_size=tok_cfg.vocab_size, min_frequency=tok_cfg.min_frequency, lowercase=tok_cfg.lowercase,
         chinese=chinese)
     special = SpecialIds.from_tokenizer(tokenizer)
@@ -184,40 +369,101 @@ def prepare_data(config: RunConfig, run_dir: Path, progress: bool = True, *,
 
     # The shared tokenization pass, done (or loaded) at most once, and only if a task that reads it is built.
     tokens_key = _digest(docs_key, tokenizer_hash(tokenizer), *(["jieba", _jieba_version()] if chinese else []))
+    tokens_root = cache / "sentence_tokens" / tokens_key
+    if shard is not None and not statistics_only:
+        tokens_root = tokens_root / "shards" / _shard_name(shard)
     tokenized: dict[str, Dataset] = {}
 
-    def with_tokens(split: str, docs: Dataset) -> Dataset:
-        if split not in tokenized:
+    def with_tokens(split: str, docs: Dataset, root: Path = tokens_root) -> Dataset:
+        if str(root / split) not in tokenized:
             started = time.perf_counter()
-            tokenized[split] = cached_dataset(cache / "sentence_tokens" / tokens_key / split,
-                                              lambda: add_sentence_tokens(docs, tokenizer, data.num_proc))
+
+            def tokenize() -> Dataset:
+                from datasets import concatenate_datasets
+
+                bar = bars.bar(f"tokenize ({split})", len(docs))
+                parts = []
+                for part in _in_blocks(docs, data.block_documents * data.num_proc):
+                    parts.append(add_sentence_tokens(part, tokenizer, data.num_proc))
+                    bar.update(len(part))
+                bar.close()
+                return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+            tokenized[str(root / split)] = cached_dataset(root / split, tokenize)
             log.info("shared tokenization of the %s documents: %.1fs", split, time.perf_counter() - started)
-        return tokenized[split]
+        return tokenized[str(root / split)]
+
+    def statistics_documents(task: PretrainTask) -> Dataset:
+        # Chinese corpus statistics (phrases, frequent words) read the jieba words of the shared pass instead
+        # of segmenting the training split again: the unsharded train split's pass when the sample is all of it.
+        if not (chinese and task.reads_sentence_tokens):
+            return stats_docs
+        whole = len(stats_docs) == len(all_train)
+        return with_tokens("train" if whole else f"statistics-{len(stats_docs)}", stats_docs,
+                           cache / "sentence_tokens" / tokens_key)
 
     train, valid, seconds, empty = {}, {}, {}, {}
     for name, task in tasks.items():
         key = _digest(docs_key, tokenizer_hash(tokenizer), name, task.builder_version, to_plain(task.config),
-                      data.max_seq_len)
+                      data.max_seq_len, *stats_key)
         task_dir = cache / "examples" / name / key
+        out_dir = task_dir if shard is None or statistics_only else task_dir / "shards" / _shard_name(shard)
+        work_dir = task_dir / ".work" / f"{socket.gethostname()}-{os.getpid()}"
         ctx = BuildContext(tokenizer=tokenizer, max_seq_len=data.max_seq_len, seed=config.seed,
-                           num_proc=data.num_proc, cache_dir=task_dir,
-                           # Chinese corpus statistics (phrases, frequent words) read the jieba words of the
-                           # shared pass instead of segmenting the training split again.
-                           train_documents=with_tokens("train", train_docs) if chinese and task.reads_sentence_tokens
-                           else train_docs)
+                           num_proc=data.num_proc, cache_dir=task_dir, train_documents=statistics_documents(task),
+                           work_dir=work_dir)
         started = time.perf_counter()
-        for split, docs, out in (("train", train_docs, train), ("valid", valid_docs, valid)):
-            def build(t=task, c=ctx, split=split, docs=docs) -> Dataset:
-                return _build(t, with_tokens(split, docs) if t.reads_sentence_tokens else docs, c, split)
-
+        if statistics_only:
             try:
-                out[name] = cached_dataset(task_dir / split, build)
-            except DataBuildError as err:
+                task.prepare_statistics(ctx)
+            except ValueError as err:
                 empty[name] = str(err)
-                break
+            seconds[name] = time.perf_counter() - started
+            account["tasks"][name] = {"seconds": round(seconds[name], 3), "empty": empty.get(name)}
+            log.info("task %s: corpus statistics ready (%.1fs)", name, seconds[name])
+            continue
+        if shard is None and not (task_dir / "train").is_dir():
+            sharded = built_shards(task_dir)
+            if sharded is not None:
+                loaded = _load_shards(sharded[1])
+                if isinstance(loaded, str):
+                    empty[name] = loaded
+                else:
+                    train[name], valid[name] = loaded
+                    log.info("task %s: read %d shard builds", name, sharded[0])
+            elif (missing := missing_shards(task_dir)) is not None:
+                _write_report(report_path, {**account, "error": f"{name}: shards {missing} not built"})
+                raise DataBuildError(f"task {name}: a sharded build is incomplete: shards {missing} are not built "
+                                     f"(run `ernie-cmtl build-data --shard K/N` for each, or remove "
+                                     f"{task_dir / 'shards'} to build in one process)")
+        if name not in train and name not in empty:
+            done = (out_dir / "train").is_dir() and (out_dir / "valid").is_dir()
+            if not done and task.reads_sentence_tokens:  # its own line first, not nested in the task's
+                with_tokens("train", train_docs)
+                with_tokens("valid", valid_docs)
+            bar = bars.bar(name, 0 if done else len(train_docs) + len(valid_docs))
+            for split, docs, out in (("train", train_docs, train), ("valid", valid_docs, valid)):
+                def build(t=task, c=ctx, split=split, docs=docs, bar=bar) -> Dataset:
+                    return build_in_blocks(t, with_tokens(split, docs) if t.reads_sentence_tokens else docs, c,
+                                           split, data.block_documents, bar)
+
+                try:
+                    out[name] = cached_dataset(out_dir / split, build)
+                except DataBuildError as err:
+                    if shard is not None and split == "valid":  # a shard's few held-out documents gave none:
+                        log.warning("task %s: shard %d/%d has no held-out examples (%s)", name, *shard, err)
+                        out[name] = cached_dataset(out_dir / split, lambda n=name: train[n].select([]))
+                        continue
+                    empty[name] = str(err)
+                    break
+            bar.close()
+            shutil.rmtree(work_dir, ignore_errors=True)
+            if shard is not None and name in empty:  # the shard set stays complete: this one has none
+                _write_json(out_dir / "empty.json", {"reason": empty[name]})
         seconds[name] = time.perf_counter() - started
         if name not in empty:
-            zero = [split for split, ds in (("train", train[name]), ("valid", valid[name])) if len(ds) == 0]
+            zero = [split for split, ds in (("train", train[name]), ("valid", valid[name])) if len(ds) == 0
+                    and (shard is None or split == "train")]  # the shards' held-out examples add up later
             if zero:
                 empty[name] = (f"0 {' and '.join(zero)} examples from {len(train_docs)} train / "
                                f"{len(valid_docs)} valid documents")
@@ -233,6 +479,8 @@ def prepare_data(config: RunConfig, run_dir: Path, progress: bool = True, *,
                      len(valid[name]), seconds[name])
     account["empty_tasks"] = empty
     _write_report(report_path, account)
+    if statistics_only:
+        return PreparedData(tokenizer, tasks, {}, {}, build_seconds=seconds, empty_tasks=empty, report=account)
     if empty and (len(empty) == len(tasks) or not allow_empty_tasks):
         listed = "; ".join(f"{name} ({reason})" for name, reason in empty.items())
         how = "no task has examples: use a larger or different corpus" if len(empty) == len(tasks) else \
@@ -246,11 +494,15 @@ def prepare_data(config: RunConfig, run_dir: Path, progress: bool = True, *,
     return PreparedData(tokenizer, tasks, train, valid, build_seconds=seconds, empty_tasks=empty, report=account)
 
 
-def _write_report(path: Path, account: dict[str, Any]) -> None:
+def _write_json(path: Path, value: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # ranks of one run may write it at once
-    tmp.write_text(json.dumps(account, indent=1))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=1))
     os.replace(tmp, path)
+
+
+def _write_report(path: Path, account: dict[str, Any]) -> None:
+    _write_json(path, account)  # ranks of one run may write it at once: a temporary file per process
 
 
 def _jieba_version() -> str:

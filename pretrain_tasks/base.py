@@ -37,7 +37,11 @@ class BuildContext:
     cache_dir: Path
     """Task-private cache directory for resources derived from the training documents (e.g. lexicons)."""
     train_documents: Dataset
-    """The training split's documents, for corpus-level statistics (never the validation split)."""
+    """The training split's documents, for corpus-level statistics (never the validation split): its
+    statistics sample (``data.statistics_documents``), the same for every shard of a sharded build."""
+    work_dir: Path | None = None
+    """Scratch space of this build (e.g. Arrow files of intermediate blocks), removed once the examples are
+    saved; None: keep intermediates in memory."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,13 @@ class PretrainTask(ABC):
     documents it gets then carry the shared tokenization pass's columns, so the corpus is tokenized once for
     all such tasks rather than once per task."""
 
+    document_local: ClassVar[bool] = False
+    """True when each document's examples depend on that document alone (and on corpus statistics from
+    ``ctx.train_documents``), never on which other documents are built with it. Such a task's examples are
+    the same built in blocks or shards as in one pass, and ``prepare_data`` builds it in blocks of
+    ``data.block_documents`` (the progress line moves per block). False (the safe default): the builder sees
+    the whole split, or the whole shard of a sharded build."""
+
     def __init__(self, config: Any, special: SpecialIds) -> None:
         self.config = config
         self.special = special
@@ -85,6 +96,13 @@ class PretrainTask(ABC):
     @abstractmethod
     def build(self, documents: Dataset, ctx: BuildContext) -> Dataset:
         """Documents -> this task's examples (Arrow columns; deterministic in ``ctx.seed``)."""
+
+    def prepare_statistics(self, ctx: BuildContext) -> None:
+        """Compute (or load) the corpus statistics this task's builder reads from ``ctx.train_documents``
+        (a lexicon, frequent words, class counts), caching them in ``ctx.cache_dir``. ``build-data
+        --statistics-only`` calls it once before a sharded build, so the shards reuse one copy; ``build``
+        must compute them itself when they are missing. Default: nothing."""
+        return None
 
     @abstractmethod
     def collate(self, rows: dict[str, list], generator: torch.Generator) -> dict[str, Tensor]:

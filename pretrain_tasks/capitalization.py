@@ -37,6 +37,7 @@ class CapitalizationTask(PretrainTask):
     name = "capitalization"
     level = "token"
     reads_sentence_tokens = True
+    document_local = True
     config_class = CapitalizationConfig
     label_summary = "2 (3 with scheme three_way)"
     builder_version = 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -74,10 +75,13 @@ class DiscourseRelationTask(PretrainTask):
             counts = json.loads(counts_path.read_text())
         else:
             train = ctx.train_documents
-            languages = train["language"] if "language" in train.column_names else None
-            counts = relation_counts(train["sentences"], self.config.min_words, languages)
+            languages = (train.select_columns(["language"])[:]["language"]
+                         if "language" in train.column_names else None)
+            documents = (doc for batch in train.select_columns(["sentences"]).iter(batch_size=256)
+                         for doc in batch["sentences"])  # batches, not row by row
+            counts = relation_counts(documents, self.config.min_words, languages)
             ctx.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = counts_path.with_suffix(".tmp")
+            tmp = counts_path.with_name(f".{counts_path.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(counts))
             tmp.replace(counts_path)
         minimum = self.config.min_class_examples
@@ -91,6 +95,9 @@ class DiscourseRelationTask(PretrainTask):
                              f"(tasks.discourse_relation.min_class_examples); found counts {counts} in "
                              f"{len(ctx.train_documents)} training documents")
         return kept
+
+    def prepare_statistics(self, ctx: BuildContext) -> None:
+        self.kept_relations(ctx)
 
     def build(self, documents: Dataset, ctx: BuildContext) -> Dataset:
         return build_discourse_relation(

@@ -27,6 +27,10 @@ class IRRelevanceConfig:
     """Query length, in words, for documents without a title (their top TF-IDF words)."""
     max_query_tokens: int = 24
     """Queries (titles) are cut to this many tokens."""
+    block_documents: int = 10_000
+    """Retrieval works per block of this many documents (of the split, or of the shard in a sharded build):
+    the weak passage is a BM25 hit among the other documents of the query's block, the irrelevant one a
+    passage of another document of the block, and memory is bounded by the block, not the corpus."""
 
     def __post_init__(self) -> None:
         require(self.weak_top_k >= 1, "weak_top_k", "an integer >= 1")
@@ -34,6 +38,7 @@ class IRRelevanceConfig:
         require(self.min_passage_words >= 1, "min_passage_words", "an integer >= 1")
         require(self.pseudo_query_terms >= 1, "pseudo_query_terms", "an integer >= 1")
         require(self.max_query_tokens >= 1, "max_query_tokens", "an integer >= 1")
+        require(self.block_documents >= 2, "block_documents", "an integer >= 2")
 
 
 class IRRelevanceTask(PretrainTask):
@@ -58,7 +63,8 @@ class IRRelevanceTask(PretrainTask):
             documents, ctx.tokenizer, max_seq_len=ctx.max_seq_len, seed=ctx.seed, weak_top_k=cfg.weak_top_k,
             passage_words=cfg.passage_words, min_passage_words=cfg.min_passage_words,
             pseudo_query_terms=cfg.pseudo_query_terms,
-            max_query_tokens=min(cfg.max_query_tokens, (ctx.max_seq_len - 3) // 2), num_proc=ctx.num_proc)
+            max_query_tokens=min(cfg.max_query_tokens, (ctx.max_seq_len - 3) // 2), num_proc=ctx.num_proc,
+            block_documents=cfg.block_documents, work_dir=ctx.work_dir)
 
     def collate(self, rows: dict[str, list], generator: torch.Generator) -> dict[str, Tensor]:
         return collate_sequence_classification(rows, self.special.pad)

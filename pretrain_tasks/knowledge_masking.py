@@ -67,6 +67,7 @@ class KnowledgeMaskingTask(PretrainTask):
     name = "knowledge_masking"
     level = "token"
     reads_sentence_tokens = True
+    document_local = True
     config_class = KnowledgeMaskingConfig
     label_summary = "vocabulary"
     builder_version = 1
@@ -75,9 +76,16 @@ class KnowledgeMaskingTask(PretrainTask):
     def num_labels(self) -> int:
         return self.special.vocab_size
 
-    def build(self, documents: Dataset, ctx: BuildContext) -> Dataset:
-        cfg = self.config
+    def prepare_statistics(self, ctx: BuildContext) -> None:
+        self.lexicon(ctx)
+
+    def lexicon(self, ctx: BuildContext) -> Lexicon:
+        """The phrase and title lexicon of ``ctx.train_documents``, mined once and cached in ``ctx.cache_dir``."""
         lexicon_path = ctx.cache_dir / "lexicon.json"
+        cached = getattr(self, "_lexicon", None)
+        if cached is not None and cached[0] == lexicon_path:
+            return cached[1]
+        cfg = self.config
         if lexicon_path.is_file():
             lexicon = Lexicon.load(lexicon_path)
         else:
@@ -88,6 +96,12 @@ class KnowledgeMaskingTask(PretrainTask):
                 sample_documents=cfg.phrase_sample_documents)
             ctx.cache_dir.mkdir(parents=True, exist_ok=True)
             lexicon.save(lexicon_path)
+        self._lexicon = (lexicon_path, lexicon)
+        return lexicon
+
+    def build(self, documents: Dataset, ctx: BuildContext) -> Dataset:
+        cfg = self.config
+        lexicon = self.lexicon(ctx)
         return build_knowledge_masking(
             documents, ctx.tokenizer, lexicon, use_entities=cfg.level_mix.entity > 0,
             max_seq_len=ctx.max_seq_len, max_phrase_words=cfg.max_phrase_words, min_tokens=cfg.min_tokens,

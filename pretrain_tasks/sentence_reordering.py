@@ -37,6 +37,7 @@ class SentenceReorderingTask(PretrainTask):
     name = "sentence_reordering"
     level = "sequence"
     reads_sentence_tokens = True
+    document_local = True
     config_class = SentenceReorderingConfig
     label_summary = "9 at m=3 (1!+...+m!)"
     builder_version = 1

@@ -43,6 +43,7 @@ class TokenDocumentRelationTask(PretrainTask):
     name = "token_document_relation"
     level = "token"
     reads_sentence_tokens = True
+    document_local = True
     config_class = TokenDocumentRelationConfig
     label_summary = "2"
     builder_version = 1
@@ -51,14 +52,27 @@ class TokenDocumentRelationTask(PretrainTask):
     def num_labels(self) -> int:
         return 2
 
-    def build(self, documents: Dataset, ctx: BuildContext) -> Dataset:
+    def prepare_statistics(self, ctx: BuildContext) -> None:
+        self.frequent(ctx)
+
+    def frequent(self, ctx: BuildContext) -> set[str]:
+        """Words in more than ``max_doc_freq`` of ``ctx.train_documents``, counted once and cached."""
         cfg = self.config
         path = ctx.cache_dir / "frequent_words.json"
+        cached = getattr(self, "_frequent", None)
+        if cached is not None and cached[0] == path:
+            return cached[1]
         frequent = load_frequent_words(path, cfg.max_doc_freq)
         if frequent is None:
             frequent = frequent_words(ctx.train_documents, cfg.max_doc_freq)
             ctx.cache_dir.mkdir(parents=True, exist_ok=True)
             save_frequent_words(path, frequent, cfg.max_doc_freq, len(ctx.train_documents))
+        self._frequent = (path, frequent)
+        return frequent
+
+    def build(self, documents: Dataset, ctx: BuildContext) -> Dataset:
+        cfg = self.config
+        frequent = self.frequent(ctx)
         return build_token_document_relation(
             documents, ctx.tokenizer, frequent, segment_tokens=min(cfg.segment_tokens, ctx.max_seq_len - 2),
             min_tokens=cfg.min_tokens, num_proc=ctx.num_proc)
