@@ -171,19 +171,26 @@ def _shard_name(shard: Shard) -> str:
     return f"{shard[0]}-of-{shard[1]}"
 
 
-def built_shards(task_dir: Path) -> tuple[int, list[Path]] | None:
-    """The newest complete set of shard builds in ``task_dir/shards`` as (n, shard dirs in order), or None.
-    A set is complete when every ``k-of-n`` has its train and valid examples (or its ``empty.json``)."""
-    root = task_dir / "shards"
-    if not root.is_dir():
-        return None
+def _shard_sets(task_dir: Path) -> dict[int, dict[int, Path]]:
+    """The finished shard builds in ``task_dir/shards``: n -> {k: its directory}, with an entry (maybe empty)
+    for every n that has any ``k-of-n`` directory. A shard is finished when it has its train and valid
+    examples (or its ``empty.json``)."""
     sets: dict[int, dict[int, Path]] = {}
-    for path in root.iterdir():
+    root = task_dir / "shards"
+    for path in root.iterdir() if root.is_dir() else ():
         k_text, _, n_text = path.name.partition("-of-")
-        if k_text.isdigit() and n_text.isdigit() and _shard_done(path):
-            sets.setdefault(int(n_text), {})[int(k_text)] = path
+        if k_text.isdigit() and n_text.isdigit():
+            done = sets.setdefault(int(n_text), {})
+            if (path / "empty.json").is_file() or ((path / "train").is_dir() and (path / "valid").is_dir()):
+                done[int(k_text)] = path
+    return sets
+
+
+def built_shards(task_dir: Path) -> tuple[int, list[Path]] | None:
+    """The newest complete set of shard builds in ``task_dir/shards`` as (n, shard dirs in order), or None."""
+    sets = _shard_sets(task_dir)
     complete = [(max(p.stat().st_mtime for p in parts.values()), n) for n, parts in sets.items()
-                if len(parts) == n]
+                if n and len(parts) == n]
     if not complete:
         return None
     n = max(complete)[1]
@@ -192,21 +199,9 @@ def built_shards(task_dir: Path) -> tuple[int, list[Path]] | None:
 
 def missing_shards(task_dir: Path) -> str | None:
     """A description of incomplete shard sets in ``task_dir/shards`` ("1, 3 of 4"), or None."""
-    root = task_dir / "shards"
-    if not root.is_dir():
-        return None
-    sets: dict[int, set[int]] = {}
-    for path in root.iterdir():
-        k_text, _, n_text = path.name.partition("-of-")
-        if k_text.isdigit() and n_text.isdigit():
-            sets.setdefault(int(n_text), set()).update([int(k_text)] if _shard_done(path) else [])
-    parts = [f"{', '.join(str(k) for k in range(n) if k not in done)} of {n}" for n, done in sorted(sets.items())
-             if len(done) < n]
+    parts = [f"{', '.join(str(k) for k in range(n) if k not in done)} of {n}"
+             for n, done in sorted(_shard_sets(task_dir).items()) if len(done) < n]
     return "; ".join(parts) or None
-
-
-def _shard_done(path: Path) -> bool:
-    return (path / "empty.json").is_file() or ((path / "train").is_dir() and (path / "valid").is_dir())
 
 
 def _load_shards(paths: list[Path]) -> tuple[Dataset, Dataset] | str:
