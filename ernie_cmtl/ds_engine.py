@@ -2,8 +2,9 @@
 
 The DeepSpeed JSON (``train.deepspeed.config``, e.g. ``configs/ds/zero2.json``) chooses ZeRO stage, offload and
 communication settings; the fields our config owns are written over it (micro batch, accumulation, clipping,
-precision), so one value can never disagree with the other. The optimizer is ours (``torch.optim.AdamW``, no
-extension to compile) and so is the learning-rate schedule; DeepSpeed wraps both.
+precision), so one value can never disagree with the other. The optimizer is ours (``torch.optim.AdamW`` through
+:func:`ernie_cmtl.engine.make_adamw`: fused where torch has the kernel; no extension to compile) and so is
+the learning-rate schedule; DeepSpeed wraps both.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ernie_cmtl.config import TrainConfig
-from ernie_cmtl.engine import lr_lambda, param_groups
+from ernie_cmtl.engine import lr_lambda, make_adamw, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,9 @@ class DeepSpeedEngine:
 
         self.cfg = cfg
         self.ds_config = build_ds_config(cfg, world_size)
-        optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                      betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+        # the implementation is chosen for the device the parameters will be on (DeepSpeed moves them there)
+        optimizer, self.adamw_impl = make_adamw(param_groups(model, cfg.weight_decay), cfg)
+        log.info("AdamW: %s implementation (DeepSpeed engine)", self.adamw_impl)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)

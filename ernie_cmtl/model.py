@@ -95,7 +95,10 @@ class Encoder(nn.Module):
                 segment_ids: Tensor | None = None, task_ids: Tensor | None = None) -> Tensor:
         """[B, L] ids (+ [B, L] 0/1 padding mask, [B, L] segments, [B] task ids) -> [B, L, H] states."""
         attn_mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        # Dropping an all-ones mask lets SDPA pick its mask-free kernels, but reading the mask is a host sync
+        # on an accelerator: there the mask is always passed (no sync; only the kernel choice), on the CPU it
+        # is read for free.
+        if attention_mask is not None and (attention_mask.device.type != "cpu" or not bool(attention_mask.all())):
             attn_mask = attention_mask.bool()[:, None, None, :]  # True = may attend
         x = self.embeddings(input_ids, segment_ids, task_ids)
         for layer in self.layers:

@@ -67,6 +67,8 @@ def test_one_process_deepspeed_run_writes_a_deepspeed_checkpoint(tmp_path, wiki_
     ckpt = tmp_path / "run" / "checkpoints" / "step_00000004"
     assert (ckpt / "mp_rank_00_model_states.pt").is_file() and (ckpt / "trainer_state.json").is_file()
     assert json.loads((ckpt / "trainer_state.json").read_text())["engine"] == "deepspeed"
+    # the optimizer DeepSpeed wraps is ours, fused where torch has the kernel (CPU since torch 2.4)
+    assert "AdamW: fused implementation (DeepSpeed engine)" in (tmp_path / "run" / "train.log").read_text()
 
 
 def test_two_ranks_match_one_process_with_the_same_global_batch(tmp_path, wiki_shards, cache_dir):

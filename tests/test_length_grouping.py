@@ -261,3 +261,13 @@ def test_without_a_fused_kernel_the_engine_falls_back_to_foreach():
     complex_param = torch.nn.Parameter(torch.zeros(3, dtype=torch.complex64))  # no fused kernel takes these
     _, impl = make_adamw([{"params": [complex_param]}], TrainConfig())
     assert impl == "foreach"
+
+
+def test_the_encoder_never_reads_the_mask_off_the_cpu():
+    """Reading a device tensor on the host is a sync: on an accelerator the mask goes to attention unread. The
+    meta device stands in for one here: any read of a meta tensor raises."""
+    cfg = ModelConfig(flavour="custom", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                      vocab_size=100, max_position=16)
+    with torch.device("meta"):
+        states = Encoder(cfg)(torch.zeros(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
+    assert states.shape == (2, 8, 32) and states.device.type == "meta"

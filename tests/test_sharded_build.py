@@ -221,7 +221,9 @@ def test_launch_sh_builds_one_shard_per_hostfile_node(corpus, tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     fake_ssh = tmp_path / "ssh"
-    fake_ssh.write_text('#!/usr/bin/env bash\necho "$1" >> "$(dirname "$0")/hosts.log"\nexec bash -c "$2"\n')
+    # logs "node shard" per call; the shards run in parallel, so the log's order is not fixed
+    fake_ssh.write_text('#!/usr/bin/env bash\necho "$1 $(grep -o -- "--shard [0-9]*/[0-9]*" <<<"$2")" '
+                        '>> "$(dirname "$0")/hosts.log"\nexec bash -c "$2"\n')
     fake_ssh.chmod(0o755)
     (tmp_path / "hostfile").write_text("# two nodes\nnode-a slots=1\n\nnode-b slots=1\n")
     cache = tmp_path / "cache"
@@ -236,7 +238,8 @@ def test_launch_sh_builds_one_shard_per_hostfile_node(corpus, tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "2 shards built" in proc.stdout
-    assert (tmp_path / "hosts.log").read_text().split() == ["node-a", "node-b"]
+    assert sorted((tmp_path / "hosts.log").read_text().splitlines()) == ["node-a --shard 0/2",
+                                                                         "node-b --shard 1/2"]
     assert all((tmp_path / f"build-data.shard-{k}.log").is_file() for k in range(2))
     built = list(cache.glob("examples/capitalization/*/shards/*-of-2/train"))
     assert len(built) == 2
