@@ -50,11 +50,13 @@ def minilm(work: Path) -> Path:
 
 
 def replace_section(path: Path, section: str) -> None:
-    """Write ``section`` into ``path`` in place of the old one of the same heading (else append it)."""
+    """Write ``section`` into ``path`` in place of the old one of the same heading (its first line; else
+    append it)."""
+    heading = section.splitlines()[0]
     text = path.read_text() if path.is_file() else ""
-    start = text.find(SECTION)
+    start = text.find(heading)
     if start >= 0:
-        end = text.find("\n## ", start + len(SECTION))
+        end = text.find("\n## ", start + len(heading))
         text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section

@@ -261,7 +261,9 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------------------
     def train(self, stop_at: int | None = None, progress: bool = True) -> TrainResult:
-        """Train until ``train.max_steps`` (or ``stop_at``, for early stops); checkpoint at the end."""
+        """Train until ``train.max_steps`` (or ``stop_at``, for early stops); checkpoint at the end.
+        ``stop_at=0`` on a new run writes the initialization as ``step_00000000`` (an untrained control that
+        fine-tunes through the same code)."""
         cfg = self.cfg
         end = min(cfg.max_steps, stop_at) if stop_at is not None else cfg.max_steps
         monitor = Monitor(self.run_dir, self.config.monitor, self.config.to_dict(), self.rank,
@@ -300,6 +302,10 @@ class Trainer:
     def _train(self, end: int, monitor: Monitor, progress: bool) -> TrainResult:
         cfg = self.cfg
         result = TrainResult(self.run_dir, self.step)
+        if self.step == end == 0:
+            result.checkpoint = self.save()
+            monitor.checkpoint(result.checkpoint, self.step)
+            return result
         model = self.engine.module
         model.train()
         flops_token = {name: flops_per_token(self.config.model, self.config.data.max_seq_len,
