@@ -107,6 +107,11 @@ _CUT_AFTER_SENTENCE = re.compile(r"""[.!?]["'\u201d\u2019)\]]*\s+|[\u3002\uff01\
 _CUT_AFTER_SPACE = re.compile(r"\s+")
 _REPORT_FILE = "corpus_report.json"
 
+# Documents are cut into parts of at most this many characters: the builders' batches hold 64 documents, so
+# this bounds their memory whatever the input's shape (a 50 MB one-line dump; docs/DATA_QUALITY.md). Above the
+# longest article of the Wikipedia sample (64,327) and the longest law of the Chinese corpus (~73,000).
+MAX_DOCUMENT_CHARS = 100_000
+
 _DEFAULTS: dict[str, Any] = {
     "format": "auto",
     "min_body_chars": 200,
@@ -114,7 +119,7 @@ _DEFAULTS: dict[str, Any] = {
     "max_documents": 0,
     "on_bad_input": "skip",
     "max_paragraph_chars": 10_000,
-    "max_document_chars": 1_000_000,
+    "max_document_chars": MAX_DOCUMENT_CHARS,
     "language": "auto",
     "min_paragraph_chars": 4,
 }
@@ -589,7 +594,7 @@ def _limits(account: InputAccount | None, path: Path, fmt: str) -> InputAccount:
 
 
 def read_text(path: Path, min_paragraph_words: int, account: InputAccount | None = None, *,
-              max_paragraph_chars: int = 10_000, max_document_chars: int = 1_000_000) -> Iterator[Document]:
+              max_paragraph_chars: int = 10_000, max_document_chars: int = MAX_DOCUMENT_CHARS) -> Iterator[Document]:
     """Plain text: documents separated by blank lines, one paragraph per line, no titles.
 
     Lines end at ``\\n`` (or ``\\r\\n``). A line that is not UTF-8, or is binary, is dropped (see
@@ -639,7 +644,7 @@ def _parse_record(line: str) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def read_jsonl(path: Path, min_paragraph_words: int, account: InputAccount | None = None, *,
-               max_paragraph_chars: int = 10_000, max_document_chars: int = 1_000_000) -> Iterator[Document]:
+               max_paragraph_chars: int = 10_000, max_document_chars: int = MAX_DOCUMENT_CHARS) -> Iterator[Document]:
     """JSON lines: one object per line with ``text`` (required) and optional ``title`` and ``id``.
 
     Paragraphs are the non-empty lines of ``text``. Blank lines are skipped; a line that is not UTF-8 or not
@@ -689,7 +694,7 @@ def _looks_like_markup(line: str) -> bool:
 
 def read_wikiextractor(path: Path, min_paragraph_words: int, account: InputAccount | None = None, *,
                        max_paragraph_chars: int = 10_000,
-                       max_document_chars: int = 1_000_000) -> Iterator[Document]:
+                       max_document_chars: int = MAX_DOCUMENT_CHARS) -> Iterator[Document]:
     """WikiExtractor output (``<doc id=.. url=.. title=..>`` blocks, one paragraph per line, ``</doc>``).
 
     HTML entities are unescaped, the first body line is dropped when it repeats the title, and section
@@ -763,7 +768,7 @@ def read_wikiextractor(path: Path, min_paragraph_words: int, account: InputAccou
 
 
 def read_hf(path: Path, min_paragraph_words: int, account: InputAccount | None = None, *,
-            max_paragraph_chars: int = 10_000, max_document_chars: int = 1_000_000) -> Iterator[Document]:
+            max_paragraph_chars: int = 10_000, max_document_chars: int = MAX_DOCUMENT_CHARS) -> Iterator[Document]:
     """A dataset saved with ``save_to_disk``: string column ``text``, optional ``title`` and ``id``.
 
     For a ``DatasetDict`` the ``train`` split is read. Paragraphs are the non-empty lines of ``text``. A
@@ -834,7 +839,7 @@ def _file_document(path: Path, title: str, paragraphs: list[str], min_paragraph_
 
 
 def read_markdown(path: Path, min_paragraph_words: int, account: InputAccount | None = None, *,
-                  max_paragraph_chars: int = 10_000, max_document_chars: int = 1_000_000) -> Iterator[Document]:
+                  max_paragraph_chars: int = 10_000, max_document_chars: int = MAX_DOCUMENT_CHARS) -> Iterator[Document]:
     """Markdown, one document per file (``data_builders.markdown.parse_markdown``): the title from the first
     ``#`` heading (else line 1); headings, HTML comments, front matter, code and tables kept out."""
     path = Path(path)
@@ -846,7 +851,7 @@ def read_markdown(path: Path, min_paragraph_words: int, account: InputAccount | 
 
 
 def read_text_file(path: Path, min_paragraph_words: int, account: InputAccount | None = None, *,
-                   max_paragraph_chars: int = 10_000, max_document_chars: int = 1_000_000) -> Iterator[Document]:
+                   max_paragraph_chars: int = 10_000, max_document_chars: int = MAX_DOCUMENT_CHARS) -> Iterator[Document]:
     """Plain text, one document per file: the first non-empty line is the title, every other line a
     paragraph."""
     path = Path(path)
@@ -1038,7 +1043,7 @@ def build_documents(
     max_documents: int = 0,
     on_bad_input: str = "skip",
     max_paragraph_chars: int = 10_000,
-    max_document_chars: int = 1_000_000,
+    max_document_chars: int = MAX_DOCUMENT_CHARS,
     language: str = "auto",
     min_paragraph_chars: int = 4,
     output_dir: str | Path | None = None,

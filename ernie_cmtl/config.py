@@ -60,8 +60,9 @@ class DataConfig:
     max_paragraph_chars: int = 10_000
     """Longer paragraphs (lines) are cut at a sentence end, else a space, else at this bound, before
     tokenization, so work stays linear on any input shape (docs/DATA_QUALITY.md)."""
-    max_document_chars: int = 1_000_000
-    """Longer documents are cut into parts (``<id>#2``, ...) at paragraph boundaries."""
+    max_document_chars: int = 100_000
+    """Longer documents are cut into parts (``<id>#2``, ...) at paragraph boundaries, so no batch of the
+    builders grows with the longest input (data_builders.corpus.MAX_DOCUMENT_CHARS)."""
     skip_empty_tasks: bool = False
     """pretrain: train without the tasks this corpus gives no examples (they are reported either way). False:
     one error listing every such task, before any training."""

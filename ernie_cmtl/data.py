@@ -240,14 +240,100 @@ def _in_blocks(docs: Dataset, size: int) -> list[Dataset]:
     return [docs.select(range(start, min(start + size, len(docs)))) for start in range(0, len(docs), size)]
 
 
+# What the forked workers of ``map_blocks`` run: set in the parent just before the fork, so the workers
+# inherit the function, its documents and every statistic it closes over instead of receiving them pickled.
+_FORKED: tuple[Callable[[Dataset], Dataset], Dataset] | None = None
+
+
+def _forked_block(job: tuple[int, int, str]) -> tuple[int, str | None, str | None]:
+    """One block in a worker: (documents done, saved examples or None, the builder's error or None)."""
+    assert _FORKED is not None
+    function, documents = _FORKED
+    start, end, out = job
+    try:
+        examples = function(documents.select(range(start, end)))
+    except DataBuildError as err:
+        return end - start, None, str(err)
+    examples.save_to_disk(out, **({"num_shards": 1} if len(examples) == 0 else {}))
+    return end - start, out, None
+
+
+def _worker_start() -> None:
+    import datasets.fingerprint
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker (and no fork warning)
+    torch.set_num_threads(1)
+    # With caching off, datasets names its temporary map results by a random fingerprint: the forked workers
+    # inherit the parent's generator, would draw the same names into the same temporary folder and overwrite
+    # each other's files. Each worker draws its own.
+    datasets.fingerprint.fingerprint_rng.seed()
+
+
+def fork_available() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def map_blocks(function: Callable[[Dataset], Dataset], documents: Dataset, num_proc: int, work_dir: Path,
+               block: int, bar: Any = None) -> Dataset:
+    """``function`` over contiguous blocks of ``documents`` in ``num_proc`` forked worker processes, the
+    results concatenated in document order: the same rows as one call for a per-document ``function``.
+
+    One pool per call, forked after everything ``function`` reads is ready (tokenizer, lexicon), so nothing
+    is pickled but block bounds and result paths; each worker saves its blocks as Arrow files under
+    ``work_dir``, read back memory-mapped. (``datasets.map(num_proc=N)`` instead pickles the function with its
+    arguments into a new pool per call: slower than one process on this corpus, docs/PERFORMANCE.md.) Blocks
+    are at most ``block`` documents and small enough for about four per worker, so the workers finish
+    together. A block whose documents give no examples (:class:`DataBuildError`) is skipped; the error is
+    raised only when every block fails."""
+    import multiprocessing
+
+    from datasets import concatenate_datasets
+    from datasets.fingerprint import get_temporary_cache_files_directory
+
+    global _FORKED
+    size = max(1, min(block, -(-len(documents) // (4 * num_proc))))
+    jobs = [(start, min(start + size, len(documents)), str(work_dir / f"block-{i:06d}"))
+            for i, start in enumerate(range(0, len(documents), size))]
+    work_dir.mkdir(parents=True, exist_ok=True)
+    parts: list[Dataset] = []
+    first_error: str | None = None
+    _FORKED = (function, documents)
+    # the workers' temporary map results go to the parent's folder, removed when the parent exits (a worker
+    # that made its own would leave it behind: pool workers end without running exit handlers)
+    get_temporary_cache_files_directory()
+    try:
+        with multiprocessing.get_context("fork").Pool(num_proc, initializer=_worker_start) as pool:
+            for done, path, error in pool.imap(_forked_block, jobs):  # in order
+                if path is not None:
+                    parts.append(load_from_disk(path))
+                first_error = first_error or error
+                if bar is not None:
+                    bar.update(done)
+    finally:
+        _FORKED = None
+    if not parts:
+        raise DataBuildError(first_error or "no documents")
+    return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
 def build_in_blocks(task: PretrainTask, documents: Dataset, ctx: BuildContext, split: str, block: int,
                     bar: Any = None) -> Dataset:
     """``task.build`` over ``documents``: in blocks of ``block`` documents for a document-local task (the
     same rows as one call; a block without examples is no error while another block has some), else whole.
-    With ``ctx.num_proc`` workers a block is ``block * num_proc`` documents (each block starts a pool)."""
+    With ``ctx.num_proc`` > 1 a document-local task's blocks go to that many forked workers
+    (:func:`map_blocks`), after its corpus statistics are ready; other tasks pass ``num_proc`` to their
+    builder's ``datasets.map``."""
     from datasets import concatenate_datasets
 
-    block *= max(1, ctx.num_proc)
+    if task.document_local and ctx.num_proc > 1 and len(documents) > 1 and fork_available():
+        task.prepare_statistics(ctx)  # in the parent: the workers inherit them
+        one = replace(ctx, num_proc=1)
+        assert ctx.work_dir is not None, "a parallel build needs ctx.work_dir"
+        return map_blocks(lambda part: _build(task, part, one, split), documents, ctx.num_proc,
+                          ctx.work_dir / f"{split}-blocks", block, bar)
+    block *= max(1, ctx.num_proc)  # no fork (e.g. Windows): the builder's own datasets.map workers
     if not task.document_local or len(documents) <= block:
         out = _build(task, documents, ctx, split)
         if bar is not None:
@@ -377,6 +463,11 @@ def _prepare_data(config: RunConfig, run_dir: Path, bars: BuildProgress, allow_e
                 from datasets import concatenate_datasets
 
                 bar = bars.bar(f"tokenize ({split})", len(docs))
+                if data.num_proc > 1 and len(docs) > 1 and fork_available():
+                    out = map_blocks(lambda part: add_sentence_tokens(part, tokenizer), docs, data.num_proc,
+                                     scratch / split, data.block_documents, bar)
+                    bar.close()
+                    return out
                 parts = []
                 for part in _in_blocks(docs, data.block_documents * data.num_proc):
                     parts.append(add_sentence_tokens(part, tokenizer, data.num_proc))
@@ -384,7 +475,9 @@ def _prepare_data(config: RunConfig, run_dir: Path, bars: BuildProgress, allow_e
                 bar.close()
                 return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
+            scratch = root / ".work" / f"{socket.gethostname()}-{os.getpid()}"
             tokenized[str(root / split)] = cached_dataset(root / split, tokenize)
+            shutil.rmtree(scratch, ignore_errors=True)
             log.info("shared tokenization of the %s documents: %.1fs", split, time.perf_counter() - started)
         return tokenized[str(root / split)]
 

@@ -20,6 +20,7 @@ from data_builders.corpus import (
     load_documents_with_report,
 )
 from ernie_cmtl.cli import main
+from ernie_cmtl.config import DataConfig
 
 LATIN1 = "Un paragraphe en Latin-1 : café crème à la française, très bien écrit.".encode("latin-1")
 # Valid UTF-8 but binary: an image header's NUL-ridden bytes below 0x80 (bytes above would be invalid UTF-8).
@@ -216,6 +217,19 @@ def test_clean_input_is_not_cut(tmp_path, prose):
     text_file(path, prose[:10])
     docs, report = build([path])
     assert [d["paragraphs"] for d in docs] == prose[:10] and report.totals()["cut"] == {}
+
+
+def test_the_default_document_bound_leaves_the_real_corpora_whole(wiki):
+    """``data.max_document_chars`` (100,000) bounds the builders' batches; no article of the Wikipedia sample
+    and no law of the Chinese corpus (the longest, the Criminal Law, has about 73,000 characters) reaches it,
+    so their documents and dataset hashes stay what they were with the old 1,000,000."""
+    assert corpus.MAX_DOCUMENT_CHARS == 100_000 == DataConfig().max_document_chars
+    law = wiki.parent / "chinese-laws-lawrefbook" / "train" / "刑法"
+    paths = [wiki / "train", *([law] if law.is_dir() else [])]
+    for path in paths:
+        docs, report = build([path])
+        assert docs and "documents" not in report.totals()["cut"], path
+        assert max(sum(map(len, d["paragraphs"])) for d in docs) < 100_000
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ def builds(corpus: list[str], tmp_path_factory: pytest.TempPathFactory) -> dict:
         api.build_data(_config(root / f"dr{k}", corpus, sharded_cache, [uncapped]), progress=False, shard=(k, SHARDS))
     dr_merged = api.build_data(_config(root / "dr_merged", corpus, sharded_cache, [uncapped]), progress=False)
     return {"whole": whole, "stats": stats, "shards": shards, "merged": merged, "dr_whole": dr_whole,
-            "dr_merged": dr_merged, "cache": sharded_cache}
+            "dr_merged": dr_merged, "cache": sharded_cache, "root": root}
 
 
 def test_shard_parsing_and_assignment():
@@ -105,6 +105,21 @@ def test_document_local_tasks_read_back_as_the_unsharded_examples(builds, task):
     # each shard holds the examples of its own documents only
     for k, shard in enumerate(builds["shards"]):
         assert {shard_of(d, SHARDS) for d in shard.train[task]["doc_id"]} <= {k}
+
+
+def test_two_workers_build_exactly_the_examples_of_one_process(builds, corpus, tmp_path):
+    """``data.num_proc=2``: the shared pass and the document-local tasks in forked workers (small blocks, so
+    each worker gets several), the others through their builders' ``datasets.map`` workers; every task's
+    train and valid examples are the one-process build's, row for row, in the same order."""
+    tokenizer = f"tokenizer.path={builds['root'] / 'whole' / 'tokenizer.json'}"
+    two = api.build_data(_config(tmp_path / "run", corpus, tmp_path / "cache",
+                                 [tokenizer, "data.num_proc=2", "data.block_documents=100"]), progress=False)
+    assert set(two.train) == set(builds["whole"].train) == set(ALL_TASKS)
+    for task in ALL_TASKS:
+        for split in ("train", "valid"):
+            ours, one = getattr(two, split)[task], getattr(builds["whole"], split)[task]
+            assert ours.column_names == one.column_names and ours.to_list() == one.to_list(), (task, split)
+    assert not list((tmp_path / "cache").glob("**/.work/*"))  # the workers' block files are gone
 
 
 def test_statistics_are_computed_once_and_reused_by_the_shards(builds):
