@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jieba.posseg
 import pytest
+import torch
 
 from data_builders.corpus import build_documents, detect_format
 from data_builders.discourse_relation import ALL_RELATIONS
@@ -461,20 +462,32 @@ def test_ernie2_zh_debug_config_has_the_five_chinese_tasks():
     assert unicodedata.normalize("NFKC", "，") == ","  # the reader's normalization, relied on above
 
 
-@pytest.mark.slow
-def test_pretrain_ernie2_zh_debug_held_out_knowledge_masking_loss_falls(law_files, tmp_path):
-    """configs/ernie2_zh_debug.yaml end to end on the 65 laws of the valid split (a small encoder, 40 steps
-    per task)."""
+def _zh_debug_config(tmp_path: Path, run_dir: Path):
+    """configs/ernie2_zh_debug.yaml shrunk for a test: a 64-wide encoder, 40 steps per task, the 65 laws of the
+    valid split."""
     from ernie_cmtl import api
 
     repo = Path(__file__).resolve().parents[1]
-    config = api.configure(repo / "configs" / "ernie2_zh_debug.yaml", [
+    return api.configure(repo / "configs" / "ernie2_zh_debug.yaml", [
         "model.hidden_size=64", "model.num_heads=2", "model.intermediate_size=256", "train.batch_size=16",
         "tokenizer.vocab_size=4000", "data.valid_fraction=0.1", "schedule.steps_per_task=40",
         "train.eval_every=25", "train.eval_batches=2", "train.lr=2e-3", "train.warmup_steps=10",
         "tasks.discourse_relation.min_class_examples=5", f"data.cache_dir={tmp_path / 'cache'}"],
-        [str(LAW / "valid")], tmp_path / "run")
-    result = api.pretrain(config, progress=False)
+        [str(LAW / "valid")], run_dir)
+
+
+@pytest.fixture(scope="module")
+def zh_pretrained(law_files, tmp_path_factory: pytest.TempPathFactory):
+    """The shrunk zh debug run, pretrained once for the tests below: (its TrainResult, the tmp folder)."""
+    from ernie_cmtl import api
+
+    tmp_path = tmp_path_factory.mktemp("zh_pretrain")
+    return api.pretrain(_zh_debug_config(tmp_path, tmp_path / "run"), progress=False), tmp_path
+
+
+@pytest.mark.slow
+def test_pretrain_ernie2_zh_debug_held_out_knowledge_masking_loss_falls(zh_pretrained):
+    result, _ = zh_pretrained
     assert result.step == 200
     losses = [e["knowledge_masking"]["loss"] for e in result.eval_history]
     # From the first evaluation (step 25, already far below chance: ln 4000 = 8.29) the held-out loss keeps
@@ -483,3 +496,37 @@ def test_pretrain_ernie2_zh_debug_held_out_knowledge_masking_loss_falls(law_file
     tasks = {task for _, task, _ in result.losses}
     assert tasks == {"knowledge_masking", "sentence_reordering", "sentence_distance", "discourse_relation",
                      "ir_relevance"}
+
+
+CHNSENTICORP = SHARED_DATA / "chnsenticorp"
+
+
+@pytest.mark.slow
+def test_the_pretrained_zh_debug_encoder_fine_tunes_above_the_majority_class_on_chnsenticorp(zh_pretrained):
+    """The law-pretrained encoder (its law-trained tokenizer included) fine-tuned on ChnSentiCorp through
+    ``ernie-cmtl finetune``; and ``pretrain(stop_at=0)``, the untrained control of bench/chinese_downstream.py,
+    writes the initialization as a step-0 checkpoint of the same run layout."""
+    from downstream.finetune import load_finetune_config
+    from ernie_cmtl import api
+    from ernie_cmtl.checkpoint import load_run_checkpoint
+
+    if not (CHNSENTICORP / "dev.tsv").is_file():
+        pytest.skip(f"ChnSentiCorp not found: {CHNSENTICORP / 'dev.tsv'}")
+    result, tmp_path = zh_pretrained
+    config = load_finetune_config(None, [f"chnsenticorp_dir={CHNSENTICORP}", f"run_dir={tmp_path / 'ft'}",
+                                         "max_seq_len=48", "max_train_examples=2000", "max_eval_examples=400",
+                                         "max_steps=300", "lr=2e-3"])
+    scores = api.finetune(result.run_dir, ["chnsenticorp"], config, progress=False)
+    baseline, dev = scores["baseline"]["chnsenticorp"]["accuracy"], scores["dev"]["chnsenticorp"]["accuracy"]
+    assert baseline == pytest.approx(191 / 400)  # majority class (negative) on the 400 dev reviews picked
+    # Measured: 0.735 (100 steps: 0.5225; 300 steps at lr 1e-3: 0.5225, this encoder needs ~300 steps at 2e-3
+    # to leave the majority class). The law-trained vocabulary lacks some everyday characters of the reviews
+    # (什, 么, 孩, 她, ！ are [UNK]: 8.5% of the dev tokens), which the pretraining cannot teach.
+    assert dev > baseline + 0.15, scores["dev"]
+
+    initial = api.pretrain(_zh_debug_config(tmp_path, tmp_path / "init"), stop_at=0, progress=False)
+    assert initial.step == 0 and initial.checkpoint.name == "step_00000000"
+    start, trained = load_run_checkpoint(initial.run_dir), load_run_checkpoint(result.run_dir)
+    assert start.tokenizer.get_vocab() == trained.tokenizer.get_vocab()  # same data cache, same tokenizer
+    assert not torch.equal(start.encoder_state["embeddings.word.weight"],
+                           trained.encoder_state["embeddings.word.weight"])
