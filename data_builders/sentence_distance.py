@@ -89,7 +89,8 @@ def sentence_distance_batch(batch: dict[str, list], indices: list[int], *, token
                             pairs_per_document: int, balance: bool, seed: int) -> dict[str, list]:
     """``datasets.map`` function: a batch of documents -> a batch of (A, B, label) examples.
 
-    ``pool`` is the whole documents dataset (columns id, sentences) for label-2 B sentences, ``counts`` its
+    ``pool`` is the whole documents dataset (columns id and sentences, or id and the shared tokenization pass's
+    sentence_ids, whose token ids are then used as they are) for label-2 B sentences, ``counts`` its
     sentence counts, ``donors`` the rows label-2 B sentences are drawn from.
     """
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
@@ -118,22 +119,31 @@ def sentence_distance_batch(batch: dict[str, list], indices: list[int], *, token
                     plans.append((row, OTHER_DOC, i, donor, rng.randrange(1, size) if size > 1 else 0))
 
     donor_rows = sorted({p[3] for p in plans if p[3] >= 0})
-    fetched = pool[donor_rows] if donor_rows else {"id": [], "sentences": []}
-    donor_sentences = {r: [s for p in ps for s in p] for r, ps in zip(donor_rows, fetched["sentences"], strict=True)}
+    shared = "sentence_ids" in batch  # the shared tokenization pass: its token ids, no tokenizer call
+    column = "sentence_ids" if shared else "sentences"
+    fetched = pool[donor_rows] if donor_rows else {"id": [], column: []}
     donor_ids = dict(zip(donor_rows, fetched["id"], strict=True))
-    own = [[s for p in ps for s in p] for ps in batch["sentences"]]
-    # A sentence often serves in several pairs: encode each distinct text once.
-    texts: dict[str, int] = {}
-    pair_texts = []
-    for row, _, i, donor, j in plans:
-        a_text, b_text = own[row][i], donor_sentences[donor][j] if donor >= 0 else own[row][j]
-        pair_texts.append((texts.setdefault(a_text, len(texts)), texts.setdefault(b_text, len(texts))))
-    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False) if texts else []
+    if shared:
+        donor_tokens = dict(zip(donor_rows, fetched[column], strict=True))
+        own_tokens = batch[column]
+        pair_ids = [(own_tokens[row][i], donor_tokens[donor][j] if donor >= 0 else own_tokens[row][j])
+                    for row, _, i, donor, j in plans]
+    else:
+        donor_sentences = {r: [s for p in ps for s in p] for r, ps in zip(donor_rows, fetched[column], strict=True)}
+        own = [[s for p in ps for s in p] for ps in batch[column]]
+        # A sentence often serves in several pairs: encode each distinct text once.
+        texts: dict[str, int] = {}
+        pair_texts = []
+        for row, _, i, donor, j in plans:
+            a_text, b_text = own[row][i], donor_sentences[donor][j] if donor >= 0 else own[row][j]
+            pair_texts.append((texts.setdefault(a_text, len(texts)), texts.setdefault(b_text, len(texts))))
+        encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False) if texts else []
+        pair_ids = [(encodings[a].ids, encodings[b].ids) for a, b in pair_texts]
 
     out: dict[str, list] = {"input_ids": [], "segment_ids": [], "label": [], "doc_id": [], "b_doc_id": [],
                             "a_index": [], "b_index": []}
     for k, (row, label, i, donor, j) in enumerate(plans):
-        a, b = (encodings[t].ids[:half] for t in pair_texts[k])
+        a, b = (ids[:half] for ids in pair_ids[k])
         if not a or not b:  # a sentence of only characters the normalizer drops
             continue
         doc_id = batch["id"][row]
@@ -171,14 +181,18 @@ def build_sentence_distance(documents: Dataset, tokenizer: Tokenizer, *, max_seq
     donors = [r for r, c in enumerate(counts) if c >= 2]
     if len(donors) < 2:  # label-2 B sentences may then be opening sentences: better than no label 2
         donors = [r for r, c in enumerate(counts) if c >= 1]
+    # With the shared tokenization pass the pairs are cut from its token ids (the same ids as encoding each
+    # sentence), and the documents' text is never read.
+    columns = ["id", "sentence_ids" if "sentence_ids" in documents.column_names else "sentences"]
+    documents = documents.select_columns(columns)
     return documents.map(
         sentence_distance_batch,
         batched=True,
         batch_size=64,
         with_indices=True,
-        remove_columns=documents.column_names,
+        remove_columns=columns,
         num_proc=num_proc if num_proc > 1 else None,
-        fn_kwargs={"tokenizer": tokenizer, "pool": documents.select_columns(["id", "sentences"]),
+        fn_kwargs={"tokenizer": tokenizer, "pool": documents,
                    "counts": counts, "donors": donors, "max_seq_len": max_seq_len,
                    "pairs_per_document": pairs_per_document, "balance": balance, "seed": seed},
         desc="sentence_distance",

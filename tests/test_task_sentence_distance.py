@@ -311,3 +311,26 @@ def test_training_learns_sentence_distance(tmp_path, wiki_shards, cache_dir):
         # apart takes lexical matching across A and B, beyond a from-scratch 64-wide encoder on a CPU budget.
         pytest.xfail(f"sentence_distance not learned in {result.step} steps: valid {final['loss']:.3f} vs "
                      f"chance {chance:.3f}")
+
+
+def test_examples_from_the_shared_pass_are_those_of_encoding_each_sentence(wiki_corpus, tmp_path_factory):
+    """With the shared tokenization pass the builder cuts pairs from its token ids instead of encoding the
+    sentences again: the same examples, row for row, on real English and on real Chinese (law) text."""
+    from data_builders.corpus import build_documents
+    from data_builders.segments import add_sentence_tokens
+    from data_builders.sentence_distance import build_sentence_distance
+    from data_builders.tokenizer import iter_paragraphs, train_chinese_wordpiece
+    from tests.conftest import SHARED_DATA
+
+    docs, tok = wiki_corpus
+    corpora = [(docs, tok)]
+    law = SHARED_DATA / "chinese-laws-lawrefbook" / "valid"
+    if law.is_dir():
+        zh = build_documents([str(law)], max_documents=25)
+        corpora.append((zh, train_chinese_wordpiece(iter_paragraphs(zh), vocab_size=4000)))
+    for documents, tokenizer in corpora:
+        plain = build_sentence_distance(documents, tokenizer, max_seq_len=MAX_LEN, seed=3)
+        shared = build_sentence_distance(add_sentence_tokens(documents, tokenizer), tokenizer,
+                                         max_seq_len=MAX_LEN, seed=3)
+        assert len(plain) > 100 and shared.to_list() == plain.to_list()
+    assert len(corpora) == 2 or not law.is_dir()
