@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "into the run directory.", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_run_args(p)
-    p.add_argument("--max-steps", type=int, metavar="N", help="stop after step N (a checkpoint is written); "
+    p.add_argument("--max-steps", type=int, metavar="N", help="stop after step N (a checkpoint is written; "
+                   "0 on a new run: the initialization, as step_00000000, an untrained control to fine-tune); "
                    "the learning-rate schedule still follows train.max_steps, so the run can be resumed")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run "
                    "directory (same tokenizer, data order, RNG and optimizer state)")
