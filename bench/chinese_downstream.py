@@ -18,14 +18,13 @@ The table goes to ``--out`` (its section replaced in place); runs and results.js
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 from compare_strategies import spread
-from continue_pretraining import finished, replace_section
+from continue_pretraining import finished, publish
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -115,11 +114,8 @@ def main() -> None:
     if km_loss:
         lines += ["", "Held-out knowledge-masking loss during pretraining: "
                   + " → ".join(f"{v:.2f}" for v in (km_loss[0], km_loss[-1])) + "."]
-    section = "\n".join(lines) + "\n"
-    replace_section(args.out, section)
-    (args.work / "results.json").write_text(json.dumps({"rows": rows, "baseline": baselines,
-                                                       "timings": timings, "km_loss": km_loss}, indent=2))
-    print(section)
+    publish(lines, args.out, args.work, {"rows": rows, "baseline": baselines, "timings": timings,
+                                         "km_loss": km_loss})
 
 
 if __name__ == "__main__":

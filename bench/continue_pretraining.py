@@ -63,6 +63,15 @@ def replace_section(path: Path, section: str) -> None:
     path.write_text(text if text.endswith("\n") else text + "\n")
 
 
+def publish(lines: list[str], out: Path, work: Path, results: dict) -> None:
+    """The section (``lines``) into ``out`` in place of its old copy, the raw results to ``work``/results.json,
+    and the section on stdout."""
+    section = "\n".join(lines) + "\n"
+    replace_section(out, section)
+    (work / "results.json").write_text(json.dumps(results, indent=2))
+    print(section)
+
+
 def finished(run_dir: Path, checkpoint: Path, config) -> dict | None:
     """The results of a fine-tuning run this benchmark already finished with the same settings (a rerun after
     an interruption redoes only what is missing), else None."""
@@ -161,11 +170,8 @@ def main() -> None:
         for name, values in forgetting.items():
             lines.append(f"| {name} | " + " | ".join(f"{values[t]:.3f}" if t in values else "–" for t in ALL_TASKS)
                          + " |")
-    section = "\n".join(lines) + "\n"
-    replace_section(args.out, section)
-    (args.work / "results.json").write_text(json.dumps({"rows": rows, "baseline": baselines,
-                                                       "forgetting": forgetting, "timings": timings}, indent=2))
-    print(section)
+    publish(lines, args.out, args.work, {"rows": rows, "baseline": baselines, "forgetting": forgetting,
+                                         "timings": timings})
 
 
 if __name__ == "__main__":
