@@ -101,10 +101,9 @@ def build_all(files: list[str], work: Path, tasks: list[str], num_proc: int = 1)
     datasets.disable_progress_bars()
     datasets.disable_caching()
     from data_builders.corpus import build_documents
-    from data_builders.segments import add_sentence_tokens
     from data_builders.tokenizer import iter_paragraphs, train_chinese_wordpiece, train_wordpiece
     from ernie_cmtl.assembly import load_config
-    from ernie_cmtl.data import build_in_blocks, make_tasks, statistics_sample
+    from ernie_cmtl.data import build_in_blocks, make_tasks, sentence_tokens_in_blocks, statistics_sample
     from pretrain_tasks.base import BuildContext, SpecialIds
 
     timings, peaks, cpu = {}, {}, {}  # cpu: process CPU seconds, what a stage costs on a machine others share
@@ -133,13 +132,11 @@ def build_all(files: list[str], work: Path, tasks: list[str], num_proc: int = 1)
     task_objects = make_tasks(config, SpecialIds.from_tokenizer(tokenizer))
     counts = {}
     tokenized = None
-    block = config.data.block_documents * num_proc
     if any(task.reads_sentence_tokens for task in task_objects.values()):
         sampler.stage("shared_tokenization")
         start, cpu_start = time.perf_counter(), time.process_time()  # the shared pass, as prepare_data does it
-        parts = [add_sentence_tokens(documents.select(range(i, min(i + block, len(documents)))), tokenizer,
-                                     num_proc) for i in range(0, len(documents), block)]
-        tokenized = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+        tokenized = sentence_tokens_in_blocks(documents, tokenizer, config.data.block_documents, num_proc,
+                                              work / "scratch" / "tokens")
         timings["shared_tokenization"] = time.perf_counter() - start
         cpu["shared_tokenization"] = time.process_time() - cpu_start
         peaks["shared_tokenization"] = peak_mb()

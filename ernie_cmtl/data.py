@@ -15,7 +15,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -240,9 +240,9 @@ def _in_blocks(docs: Dataset, size: int) -> list[Dataset]:
     return [docs.select(range(start, min(start + size, len(docs)))) for start in range(0, len(docs), size)]
 
 
-# What the forked workers of ``map_blocks`` run: set in the parent just before the fork, so the workers
+# What the forked workers of ``map_in_blocks`` run: set in the parent just before the fork, so the workers
 # inherit the function, its documents and every statistic it closes over instead of receiving them pickled.
-_FORKED: tuple[Callable[[Dataset], Dataset], Dataset] | None = None
+_FORKED: tuple[Callable[[Dataset, int], Dataset], Dataset] | None = None
 
 
 def _forked_block(job: tuple[int, int, str]) -> tuple[int, str | None, str | None]:
@@ -251,7 +251,7 @@ def _forked_block(job: tuple[int, int, str]) -> tuple[int, str | None, str | Non
     function, documents = _FORKED
     start, end, out = job
     try:
-        examples = function(documents.select(range(start, end)))
+        examples = function(documents.select(range(start, end)), 1)
     except DataBuildError as err:
         return end - start, None, str(err)
     examples.save_to_disk(out, **({"num_shards": 1} if len(examples) == 0 else {}))
@@ -275,21 +275,50 @@ def fork_available() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
-def map_blocks(function: Callable[[Dataset], Dataset], documents: Dataset, num_proc: int, work_dir: Path,
-               block: int, bar: Any = None) -> Dataset:
-    """``function`` over contiguous blocks of ``documents`` in ``num_proc`` forked worker processes, the
-    results concatenated in document order: the same rows as one call for a per-document ``function``.
+def map_in_blocks(function: Callable[[Dataset, int], Dataset], documents: Dataset, block: int, num_proc: int,
+                  work_dir: Path | None, bar: Any = None) -> Dataset:
+    """``function(part, workers)`` over contiguous blocks of ``documents``, the results concatenated in
+    document order: the same rows as one call for a per-document ``function``. A block whose documents give
+    no examples (:class:`DataBuildError`) is skipped; the error is raised only when every block fails.
 
-    One pool per call, forked after everything ``function`` reads is ready (tokenizer, lexicon), so nothing
-    is pickled but block bounds and result paths; each worker saves its blocks as Arrow files under
-    ``work_dir``, read back memory-mapped. (``datasets.map(num_proc=N)`` instead pickles the function with its
-    arguments into a new pool per call: slower than one process on this corpus, docs/PERFORMANCE.md.) Blocks
-    are at most ``block`` documents and small enough for about four per worker, so the workers finish
-    together. A block whose documents give no examples (:class:`DataBuildError`) is skipped; the error is
-    raised only when every block fails."""
+    With ``num_proc`` > 1 (and ``fork``): one pool of that many forked workers, forked after everything
+    ``function`` reads is ready (tokenizer, lexicon), so nothing is pickled but block bounds and result
+    paths; each worker runs ``function(part, 1)`` on blocks of at most ``block`` documents (about four per
+    worker, so the workers finish together) and saves them as Arrow files under ``work_dir``, read back
+    memory-mapped. (``datasets.map(num_proc=N)`` instead pickles the function with its arguments into a new
+    pool per call: slower than one process on small corpora, docs/PERFORMANCE.md.) Otherwise blocks of
+    ``block * num_proc`` documents in this process, ``function(part, num_proc)`` (where ``fork`` is missing,
+    the builders' own ``datasets.map`` workers)."""
+    from datasets import concatenate_datasets
+
+    parts: list[Dataset] = []
+    first_error: str | None = None
+    if num_proc > 1 and len(documents) > 1 and fork_available():
+        assert work_dir is not None, "a parallel build needs a scratch folder"
+        for done, path, error in _forked_blocks(function, documents, block, num_proc, work_dir):
+            if path is not None:
+                parts.append(load_from_disk(path))
+            first_error = first_error or error
+            if bar is not None:
+                bar.update(done)
+    else:
+        for part in _in_blocks(documents, block * num_proc):
+            try:
+                parts.append(function(part, num_proc))
+            except DataBuildError as err:
+                first_error = first_error or str(err)
+            if bar is not None:
+                bar.update(len(part))
+    if not parts:
+        raise DataBuildError(first_error or "no documents")
+    return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def _forked_blocks(function: Callable[[Dataset, int], Dataset], documents: Dataset, block: int, num_proc: int,
+                   work_dir: Path) -> Iterator[tuple[int, str | None, str | None]]:
+    """:func:`map_in_blocks`' worker pool: (documents done, saved block or None, error or None) in order."""
     import multiprocessing
 
-    from datasets import concatenate_datasets
     from datasets.fingerprint import get_temporary_cache_files_directory
 
     global _FORKED
@@ -297,59 +326,39 @@ def map_blocks(function: Callable[[Dataset], Dataset], documents: Dataset, num_p
     jobs = [(start, min(start + size, len(documents)), str(work_dir / f"block-{i:06d}"))
             for i, start in enumerate(range(0, len(documents), size))]
     work_dir.mkdir(parents=True, exist_ok=True)
-    parts: list[Dataset] = []
-    first_error: str | None = None
     _FORKED = (function, documents)
     # the workers' temporary map results go to the parent's folder, removed when the parent exits (a worker
     # that made its own would leave it behind: pool workers end without running exit handlers)
     get_temporary_cache_files_directory()
     try:
         with multiprocessing.get_context("fork").Pool(num_proc, initializer=_worker_start) as pool:
-            for done, path, error in pool.imap(_forked_block, jobs):  # in order
-                if path is not None:
-                    parts.append(load_from_disk(path))
-                first_error = first_error or error
-                if bar is not None:
-                    bar.update(done)
+            yield from pool.imap(_forked_block, jobs)
     finally:
         _FORKED = None
-    if not parts:
-        raise DataBuildError(first_error or "no documents")
-    return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def sentence_tokens_in_blocks(documents: Dataset, tokenizer: Tokenizer, block: int, num_proc: int,
+                              work_dir: Path | None, bar: Any = None) -> Dataset:
+    """The shared tokenization pass (``add_sentence_tokens``) over ``documents``, in blocks and workers as
+    :func:`map_in_blocks` runs them."""
+    return map_in_blocks(lambda part, workers: add_sentence_tokens(part, tokenizer, workers), documents, block,
+                         num_proc, work_dir, bar)
 
 
 def build_in_blocks(task: PretrainTask, documents: Dataset, ctx: BuildContext, split: str, block: int,
                     bar: Any = None) -> Dataset:
-    """``task.build`` over ``documents``: in blocks of ``block`` documents for a document-local task (the
-    same rows as one call; a block without examples is no error while another block has some), else whole.
-    With ``ctx.num_proc`` > 1 a document-local task's blocks go to that many forked workers
-    (:func:`map_blocks`), after its corpus statistics are ready; other tasks pass ``num_proc`` to their
-    builder's ``datasets.map``."""
-    from datasets import concatenate_datasets
-
-    if task.document_local and ctx.num_proc > 1 and len(documents) > 1 and fork_available():
-        task.prepare_statistics(ctx)  # in the parent: the workers inherit them
-        one = replace(ctx, num_proc=1)
-        assert ctx.work_dir is not None, "a parallel build needs ctx.work_dir"
-        return map_blocks(lambda part: _build(task, part, one, split), documents, ctx.num_proc,
-                          ctx.work_dir / f"{split}-blocks", block, bar)
-    block *= max(1, ctx.num_proc)  # no fork (e.g. Windows): the builder's own datasets.map workers
-    if not task.document_local or len(documents) <= block:
+    """``task.build`` over ``documents``: for a document-local task through :func:`map_in_blocks` (in blocks,
+    in ``ctx.num_proc`` forked workers, after its corpus statistics are ready in this process: the same rows
+    as one call), else in one call (``ctx.num_proc`` then goes to the builder's ``datasets.map``)."""
+    if not task.document_local:
         out = _build(task, documents, ctx, split)
         if bar is not None:
             bar.update(len(documents))
         return out
-    parts, first_error = [], None
-    for part in _in_blocks(documents, block):
-        try:
-            parts.append(_build(task, part, ctx, split))
-        except DataBuildError as err:
-            first_error = first_error or err
-        if bar is not None:
-            bar.update(len(part))
-    if not parts:
-        raise first_error  # type: ignore[misc]
-    return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    task.prepare_statistics(ctx)  # here, once: forked workers inherit them
+    work_dir = ctx.work_dir / f"{split}-blocks" if ctx.work_dir is not None else None
+    return map_in_blocks(lambda part, workers: _build(task, part, replace(ctx, num_proc=workers), split),
+                         documents, block, ctx.num_proc, work_dir, bar)
 
 
 def prepare_data(config: RunConfig, run_dir: Path, progress: bool = True, *,
@@ -460,20 +469,11 @@ def _prepare_data(config: RunConfig, run_dir: Path, bars: BuildProgress, allow_e
             started = time.perf_counter()
 
             def tokenize() -> Dataset:
-                from datasets import concatenate_datasets
-
                 bar = bars.bar(f"tokenize ({split})", len(docs))
-                if data.num_proc > 1 and len(docs) > 1 and fork_available():
-                    out = map_blocks(lambda part: add_sentence_tokens(part, tokenizer), docs, data.num_proc,
-                                     scratch / split, data.block_documents, bar)
-                    bar.close()
-                    return out
-                parts = []
-                for part in _in_blocks(docs, data.block_documents * data.num_proc):
-                    parts.append(add_sentence_tokens(part, tokenizer, data.num_proc))
-                    bar.update(len(part))
+                out = sentence_tokens_in_blocks(docs, tokenizer, data.block_documents, data.num_proc,
+                                                scratch / split, bar)
                 bar.close()
-                return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+                return out
 
             scratch = root / ".work" / f"{socket.gethostname()}-{os.getpid()}"
             tokenized[str(root / split)] = cached_dataset(root / split, tokenize)
