@@ -73,7 +73,7 @@ class DataConfig:
     num_proc: int = 1
     """Worker processes for example building: the shared tokenization pass and the document-local tasks in
     forked workers (the same examples as one process), the other builders through ``datasets.map``. Measured
-    1.56x at 2 on the Wikipedia sample (docs/PERFORMANCE.md); each worker adds ~380 MB."""
+    1.23-1.48x at 2 on the Wikipedia sample (docs/PERFORMANCE.md); each worker adds ~380 MB."""
     statistics_documents: int = 100_000
     """Corpus statistics (tokenizer training, the knowledge-masking lexicon, frequent words, discourse class
     counts) come from an evenly spaced sample of at most this many training documents: bounded work on any
