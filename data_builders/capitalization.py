@@ -24,9 +24,11 @@ from tokenizers import Tokenizer
 
 from data_builders.segments import (
     INPUT_IDS_TYPE,
+    batch_rows,
     document_token_lists,
     flat_tokens,
     framed_lists,
+    map_fingerprint,
     pack_sentences,
     token_columns,
 )
@@ -167,7 +169,8 @@ def build_capitalization(documents: Dataset, tokenizer: Tokenizer, *, max_seq_le
     examples = (columns.with_format("arrow") if arrow else columns).map(
         capitalization_table if arrow else capitalization_batch,
         batched=True,
-        batch_size=64,
+        new_fingerprint=map_fingerprint(),
+        batch_size=batch_rows(columns),
         remove_columns=columns.column_names,
         num_proc=num_proc if num_proc > 1 else None,
         fn_kwargs={"tokenizer": tokenizer, "max_seq_len": max_seq_len, "three_way": scheme == "three_way",

@@ -35,6 +35,7 @@ from datasets import Dataset
 from tokenizers import Tokenizer
 
 from data_builders.discourse_relation_zh import find_pairs_zh
+from data_builders.segments import batch_rows, map_fingerprint
 
 DISCOURSE_MARKERS: dict[str, tuple[str, ...]] = {
     "contrast": ("however", "in contrast", "by contrast", "nevertheless", "nonetheless", "on the other hand",
@@ -217,7 +218,8 @@ def build_discourse_relation(documents: Dataset, tokenizer: Tokenizer, *, labels
     examples = documents.map(
         discourse_relation_batch,
         batched=True,
-        batch_size=256,
+        new_fingerprint=map_fingerprint(),
+        batch_size=batch_rows(documents, 256),
         remove_columns=documents.column_names,
         num_proc=num_proc if num_proc > 1 else None,
         # datasets fingerprints the map function, not the module constants it reads (the marker inventory);

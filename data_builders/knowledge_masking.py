@@ -38,9 +38,11 @@ from data_builders.knowledge import (
 from data_builders.language import CHINESE_STOPWORDS, segment
 from data_builders.segments import (
     INPUT_IDS_TYPE,
+    batch_rows,
     document_token_lists,
     flat_tokens,
     framed_lists,
+    map_fingerprint,
     pack_sentences,
     ragged_lists,
     token_columns,
@@ -375,7 +377,8 @@ def build_knowledge_masking(documents: Dataset, tokenizer: Tokenizer, lexicon: L
     examples = (columns.with_format("arrow") if arrow else columns).map(
         knowledge_masking_table if arrow else knowledge_masking_batch,
         batched=True,
-        batch_size=64,
+        new_fingerprint=map_fingerprint(),
+        batch_size=batch_rows(columns),
         remove_columns=columns.column_names,
         num_proc=num_proc if num_proc > 1 else None,
         fn_kwargs={"tokenizer": tokenizer, "lexicon": lexicon, "use_entities": use_entities,

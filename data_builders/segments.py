@@ -102,6 +102,33 @@ the token ids, the first token of each word, each word's cased surface form, and
 (Chinese documents; an empty list per sentence of an English document)."""
 
 
+BATCH_BYTES = 1 << 20
+"""About how much Arrow data one ``datasets.map`` batch of a builder holds (:func:`batch_rows`)."""
+
+
+def batch_rows(rows: Dataset, most: int = 64, budget: int = BATCH_BYTES) -> int:
+    """Rows per ``datasets.map`` batch over ``rows``: ``most``, fewer where the rows are large, so that a batch
+    holds about ``budget`` bytes of Arrow data (measured on the columns ``rows`` has, averaged over its table)
+    whatever the documents' length. A corpus cut into 100,000-character documents (a one-line dump) would
+    otherwise hold about 16 times the text of ordinary articles per batch, and the Python objects a builder makes
+    from them with it. The examples do not depend on the batch size (every builder draws per document)."""
+    table = rows.data
+    if table.num_rows == 0:
+        return most
+    return max(1, min(most, int(budget * table.num_rows // max(1, table.nbytes))))
+
+
+def map_fingerprint() -> str:
+    """``new_fingerprint`` for a builder's ``datasets.map``: a random one. Without it ``datasets`` hashes the
+    map function's arguments (a phrase lexicon, the frequent words, a pool of documents) on every call, about a
+    second per knowledge-masking build of the Wikipedia sample, only to name a cache entry that a changed
+    builder could wrongly reuse: reuse of built examples is the caller's cache's job (keyed on the builder
+    version), so every build here is a fresh map."""
+    from datasets.fingerprint import generate_random_fingerprint
+
+    return generate_random_fingerprint()
+
+
 def _languages(batch: dict[str, list]) -> list[str]:
     # Documents built before languages existed carry no language column: they are English.
     return batch["language"] if "language" in batch else ["en"] * len(batch["sentences"])
@@ -125,7 +152,8 @@ def add_sentence_tokens(documents: Dataset, tokenizer: Tokenizer, num_proc: int 
     return documents.map(
         sentence_tokens_batch,
         batched=True,
-        batch_size=64,
+        new_fingerprint=map_fingerprint(),
+        batch_size=batch_rows(documents),
         num_proc=num_proc if num_proc > 1 else None,
         fn_kwargs={"tokenizer": tokenizer},
         desc="tokenize sentences",

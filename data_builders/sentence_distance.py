@@ -37,6 +37,8 @@ import pyarrow.compute as pc
 from datasets import Dataset
 from tokenizers import Tokenizer
 
+from data_builders.segments import batch_rows, map_fingerprint
+
 NEXT, SAME_DOC, OTHER_DOC = 0, 1, 2
 
 
@@ -188,7 +190,8 @@ def build_sentence_distance(documents: Dataset, tokenizer: Tokenizer, *, max_seq
     return documents.map(
         sentence_distance_batch,
         batched=True,
-        batch_size=64,
+        new_fingerprint=map_fingerprint(),
+        batch_size=batch_rows(documents),
         with_indices=True,
         remove_columns=columns,
         num_proc=num_proc if num_proc > 1 else None,

@@ -31,8 +31,10 @@ from tokenizers import Tokenizer
 from data_builders.segments import (
     INPUT_IDS_TYPE,
     Sentence,
+    batch_rows,
     document_token_lists,
     flat_tokens,
+    map_fingerprint,
     pack_sentences,
     token_columns,
 )
@@ -330,7 +332,8 @@ def build_sentence_reordering(documents: Dataset, tokenizer: Tokenizer, *, max_s
     examples = (columns.with_format("arrow") if arrow else columns).map(
         sentence_reordering_table if arrow else sentence_reordering_batch,
         batched=True,
-        batch_size=64,
+        new_fingerprint=map_fingerprint(),
+        batch_size=batch_rows(columns),
         remove_columns=columns.column_names,
         num_proc=num_proc if num_proc > 1 else None,
         fn_kwargs={"tokenizer": tokenizer, "max_seq_len": max_seq_len, "max_segments": max_segments,

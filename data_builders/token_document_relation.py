@@ -40,9 +40,11 @@ from tokenizers import Tokenizer
 from data_builders.language import segment
 from data_builders.segments import (
     INPUT_IDS_TYPE,
+    batch_rows,
     document_token_lists,
     flat_tokens,
     framed_lists,
+    map_fingerprint,
     pack_sentences,
     token_columns,
 )
@@ -286,7 +288,8 @@ def build_token_document_relation(documents: Dataset, tokenizer: Tokenizer, freq
     examples = (columns.with_format("arrow") if arrow else columns).map(
         token_document_relation_table if arrow else token_document_relation_batch,
         batched=True,
-        batch_size=64,
+        new_fingerprint=map_fingerprint(),
+        batch_size=batch_rows(columns),
         remove_columns=columns.column_names,
         num_proc=num_proc if num_proc > 1 else None,
         fn_kwargs={"tokenizer": tokenizer, "segment_tokens": segment_tokens, "frequent": frozenset(frequent),
