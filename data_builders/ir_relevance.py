@@ -57,6 +57,7 @@ from datasets import Dataset, concatenate_datasets
 from tokenizers import Tokenizer
 
 from data_builders.language import CHINESE_STOPWORDS, segment
+from data_builders.segments import map_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -294,19 +295,25 @@ def chinese_paragraph_words(documents: Dataset) -> list[list[list[str]] | None] 
     return out
 
 
-def ir_relevance_batch(batch: dict[str, list], *, tokenizer: Tokenizer, max_seq_len: int,
-                       max_query_tokens: int) -> dict[str, list]:
-    """``datasets.map`` function: (query, passage) texts -> ``input_ids`` and ``segment_ids``."""
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    queries = tokenizer.encode_batch(batch["query"], add_special_tokens=False)
-    passages = tokenizer.encode_batch(batch["passage"], add_special_tokens=False)
+def ir_relevance_batch(batch: dict[str, list], *, queries: dict[str, list[int]], passages: dict[str, list[int]],
+                       cls_id: int, sep_id: int, max_seq_len: int) -> dict[str, list]:
+    """``datasets.map`` function: (query, passage) texts -> ``input_ids`` and ``segment_ids``, from each
+    distinct text's token ids (:func:`encode_distinct`: a query serves three examples, a passage often more)."""
     input_ids, segment_ids = [], []
-    for query, passage in zip(queries, passages, strict=True):
-        q = query.ids[:max_query_tokens]
-        p = passage.ids[: max_seq_len - 3 - len(q)]
+    for query, passage in zip(batch["query"], batch["passage"], strict=True):
+        q = queries[query]
+        p = passages[passage][: max_seq_len - 3 - len(q)]
         input_ids.append([cls_id, *q, sep_id, *p, sep_id])
         segment_ids.append([0] * (len(q) + 2) + [1] * (len(p) + 1))
     return {"input_ids": input_ids, "segment_ids": segment_ids}
+
+
+def encode_distinct(texts: list[str], tokenizer: Tokenizer, max_tokens: int) -> dict[str, list[int]]:
+    """Each distinct text of ``texts`` -> its first ``max_tokens`` token ids (no special tokens), one
+    ``encode_batch`` for all."""
+    distinct = list(dict.fromkeys(texts))
+    encodings = tokenizer.encode_batch(distinct, add_special_tokens=False)
+    return {text: encoding.ids[:max_tokens] for text, encoding in zip(distinct, encodings, strict=True)}
 
 
 def blocks(n: int, block_documents: int) -> list[tuple[int, int]]:
@@ -319,7 +326,7 @@ def blocks(n: int, block_documents: int) -> list[tuple[int, int]]:
 
 def build_ir_relevance(documents: Dataset, tokenizer: Tokenizer, *, max_seq_len: int, seed: int,
                        weak_top_k: int = 5, passage_words: int = 64, min_passage_words: int = 12,
-                       pseudo_query_terms: int = 4, max_query_tokens: int = 24, num_proc: int = 1,
+                       pseudo_query_terms: int = 4, max_query_tokens: int = 24,
                        block_documents: int = 10_000, work_dir: Path | None = None) -> Dataset:
     """Documents -> IR-relevance examples (see the module docstring for what each label means).
 
@@ -356,14 +363,17 @@ def build_ir_relevance(documents: Dataset, tokenizer: Tokenizer, *, max_seq_len:
         if work_dir is not None:
             work_dir.mkdir(parents=True, exist_ok=True)
             cache_file = str(work_dir / f"ir_block_{b:05d}_{os.getpid()}.arrow")
+        ids = {"queries": encode_distinct(rows["query"], tokenizer, max_query_tokens),
+               "passages": encode_distinct(rows["passage"], tokenizer, max_seq_len - 3)}
         parts.append(Dataset.from_dict(rows).map(
             ir_relevance_batch,
             batched=True,
             batch_size=512,
             remove_columns=["query", "passage"],
-            num_proc=num_proc if num_proc > 1 else None,
             cache_file_name=cache_file,
-            fn_kwargs={"tokenizer": tokenizer, "max_seq_len": max_seq_len, "max_query_tokens": max_query_tokens},
+            fn_kwargs={**ids, "cls_id": tokenizer.token_to_id("[CLS]"), "sep_id": tokenizer.token_to_id("[SEP]"),
+                       "max_seq_len": max_seq_len},
+            new_fingerprint=map_fingerprint(),  # not a hash of every distinct text's ids
             desc="ir_relevance",
         ))
     if not parts:

@@ -63,7 +63,7 @@ class IRRelevanceTask(PretrainTask):
             documents, ctx.tokenizer, max_seq_len=ctx.max_seq_len, seed=ctx.seed, weak_top_k=cfg.weak_top_k,
             passage_words=cfg.passage_words, min_passage_words=cfg.min_passage_words,
             pseudo_query_terms=cfg.pseudo_query_terms,
-            max_query_tokens=min(cfg.max_query_tokens, (ctx.max_seq_len - 3) // 2), num_proc=ctx.num_proc,
+            max_query_tokens=min(cfg.max_query_tokens, (ctx.max_seq_len - 3) // 2),
             block_documents=cfg.block_documents, work_dir=ctx.work_dir)
 
     def collate(self, rows: dict[str, list], generator: torch.Generator) -> dict[str, Tensor]:
