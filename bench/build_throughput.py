@@ -82,7 +82,11 @@ class AnonymousMemorySampler(threading.Thread):
             self.peak_mb = max(self.peak_mb, mine)
             if self._stage is not None:
                 self.stage_peaks[self._stage] = max(self.stage_peaks[self._stage], mine)
-            for child in me.children(recursive=True):
+            try:
+                children = me.children(recursive=True)
+            except psutil.Error:  # a worker ended while its parent's children were listed
+                children = []
+            for child in children:
                 self.worker_peak_mb = max(self.worker_peak_mb, self._anon_mb(child.pid))
             self._stop_event.wait(0.02)
 
@@ -103,7 +107,14 @@ def build_all(files: list[str], work: Path, tasks: list[str], num_proc: int = 1)
     from data_builders.corpus import build_documents
     from data_builders.tokenizer import iter_paragraphs, train_chinese_wordpiece, train_wordpiece
     from ernie_cmtl.assembly import load_config
-    from ernie_cmtl.data import build_in_blocks, make_tasks, sentence_tokens_in_blocks, statistics_sample
+    from ernie_cmtl.data import (
+        TaskJob,
+        build_task,
+        build_tasks,
+        make_tasks,
+        sentence_tokens_in_blocks,
+        statistics_sample,
+    )
     from pretrain_tasks.base import BuildContext, SpecialIds
 
     timings, peaks, cpu = {}, {}, {}  # cpu: process CPU seconds, what a stage costs on a machine others share
@@ -140,20 +151,26 @@ def build_all(files: list[str], work: Path, tasks: list[str], num_proc: int = 1)
         timings["shared_tokenization"] = time.perf_counter() - start
         cpu["shared_tokenization"] = time.process_time() - cpu_start
         peaks["shared_tokenization"] = peak_mb()
-    for name, task in task_objects.items():
-        sampler.stage(name)
-        ctx = BuildContext(tokenizer=tokenizer, max_seq_len=128, seed=0, num_proc=num_proc,
-                           cache_dir=work / "cache" / name,
-                           train_documents=tokenized if chinese and task.reads_sentence_tokens else stats,
-                           work_dir=work / "scratch" / name)
-        start, cpu_start = time.perf_counter(), time.process_time()
-        examples = build_in_blocks(task, tokenized if task.reads_sentence_tokens else documents, ctx, "train",
-                                   config.data.block_documents)
-        timings[name] = time.perf_counter() - start
-        cpu[name] = time.process_time() - cpu_start
-        peaks[name] = peak_mb()
-        counts[name] = len(examples)
-        del examples
+    jobs = [TaskJob(name, task, BuildContext(
+        tokenizer=tokenizer, max_seq_len=128, seed=0, num_proc=num_proc, cache_dir=work / "cache" / name,
+        train_documents=tokenized if chinese and task.reads_sentence_tokens else stats,
+        work_dir=work / "scratch" / name), [("train", tokenized if task.reads_sentence_tokens else documents)],
+        None if num_proc == 1 else work / "examples" / name) for name, task in task_objects.items()]
+    if num_proc == 1:  # one stage per task: its time and memory alone
+        for job in jobs:
+            sampler.stage(job.name)
+            result = build_task(job, config.data.block_documents)
+            timings[job.name], cpu[job.name] = result.seconds, result.cpu_seconds
+            peaks[job.name] = peak_mb()
+            counts[job.name] = len(result.examples["train"])
+            del result
+    else:  # as prepare_data runs them: whole tasks in a pool of forked workers (per-task figures: the worker's)
+        sampler.stage("builders")
+        start = time.perf_counter()
+        for job, result in zip(jobs, build_tasks(jobs, config.data.block_documents, num_proc), strict=True):
+            timings[job.name], cpu[job.name] = result.seconds, result.cpu_seconds
+            counts[job.name] = len(result.examples["train"])
+        timings["builders"] = time.perf_counter() - start
     sampler.stop()
     return {"timings": timings, "cpu_seconds": cpu, "counts": counts, "documents": len(documents), "peaks_mb": peaks,
             "peak_rss_mb": peak_mb(), "peak_anon_mb": sampler.peak_mb, "stage_anon_mb": sampler.stage_peaks,
@@ -388,14 +405,20 @@ def main() -> None:
     if len(results["num_proc"]) > 1:
         runs = results["num_proc"]
         one = runs[args.num_proc[0]]
-        building = [k for k in one["timings"] if k not in ("documents", "tokenizer")]
+        tasks = [k for k in one["timings"] if k not in ("documents", "tokenizer", "shared_tokenization")]
+
+        def wall(run: dict) -> tuple[float, float]:  # (shared pass, builders): a pool's builders run at once
+            builders = run["timings"].get("builders", sum(run["timings"][k] for k in tasks))
+            return run["timings"].get("shared_tokenization", 0.0), builders
+
         for num_proc, run in runs.items():
-            seconds = sum(run["timings"][k] for k in building)
-            speed = sum(one["timings"][k] for k in building) / seconds
-            print(f"num_proc {num_proc}: shared pass + builders {seconds:.1f} s wall ({speed:.2f}x num_proc "
-                  f"{args.num_proc[0]}), main process peak anonymous {run['peak_anon_mb']:.0f} MB, per worker "
-                  f"{run['worker_peak_anon_mb']:.0f} MB; per stage " + ", ".join(
-                      f"{k} {one['timings'][k] / run['timings'][k]:.2f}x" for k in building))
+            (shared, builders), (shared_one, builders_one) = wall(run), wall(one)
+            print(f"num_proc {num_proc}: shared pass + builders {shared + builders:.1f} s wall "
+                  f"({(shared_one + builders_one) / (shared + builders):.2f}x num_proc {args.num_proc[0]}; shared "
+                  f"pass {shared_one / max(shared, 1e-9):.2f}x, builders {builders_one / builders:.2f}x), main "
+                  f"process peak anonymous {run['peak_anon_mb']:.0f} MB, per worker "
+                  f"{run['worker_peak_anon_mb']:.0f} MB; each task's own time in its worker against one process: "
+                  + ", ".join(f"{k} {one['timings'][k] / run['timings'][k]:.2f}x" for k in tasks))
     m = results["masking"]
     if "error" in m:
         print(f"masking comparison failed: {m['error']}")

@@ -71,9 +71,11 @@ class DataConfig:
     max_seq_len: int = 128
     """Sequence length of built examples, special tokens included."""
     num_proc: int = 1
-    """Worker processes for example building: the shared tokenization pass and the document-local tasks in
-    forked workers (the same examples as one process), the other builders through ``datasets.map``. Measured
-    1.23-1.48x at 2 on the Wikipedia sample (docs/PERFORMANCE.md); each worker adds ~380 MB."""
+    """Worker processes for example building (forked; the same examples as one process): the shared
+    tokenization pass in blocks, then whole tasks, corpus statistics included, one per worker, the costliest
+    first. More workers than tasks do not help the second part: past about 7 per node, build in shards
+    (``build-data --shard K/N``, docs/DISTRIBUTED.md). Measured 1.40x at 2 on the Wikipedia sample
+    (docs/PERFORMANCE.md); each worker adds a few hundred MB."""
     statistics_documents: int = 100_000
     """Corpus statistics (tokenizer training, the knowledge-masking lexicon, frequent words, discourse class
     counts) come from an evenly spaced sample of at most this many training documents: bounded work on any

@@ -7,6 +7,7 @@ tokenizer, task config and builder version). The training loop only reads what t
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -227,11 +228,11 @@ class BuildProgress:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
 
-    def bar(self, name: str, total: int) -> Any:
+    def bar(self, name: str, total: int, position: int | None = None) -> Any:
         from tqdm.auto import tqdm
 
         return tqdm(total=total, desc=f"{name:<24}", unit=" docs", disable=not self.enabled, dynamic_ncols=True,
-                    leave=True, mininterval=1.0)
+                    leave=True, mininterval=1.0, position=position)
 
 
 def _in_blocks(docs: Dataset, size: int) -> list[Dataset]:
@@ -330,10 +331,12 @@ def _forked_blocks(function: Callable[[Dataset, int], Dataset], documents: Datas
     # the workers' temporary map results go to the parent's folder, removed when the parent exits (a worker
     # that made its own would leave it behind: pool workers end without running exit handlers)
     get_temporary_cache_files_directory()
+    gc.freeze()  # the workers' garbage collections then skip (and so do not copy) the parent's objects
     try:
         with multiprocessing.get_context("fork").Pool(num_proc, initializer=_worker_start) as pool:
             yield from pool.imap(_forked_block, jobs)
     finally:
+        gc.unfreeze()
         _FORKED = None
 
 
@@ -359,6 +362,142 @@ def build_in_blocks(task: PretrainTask, documents: Dataset, ctx: BuildContext, s
     work_dir = ctx.work_dir / f"{split}-blocks" if ctx.work_dir is not None else None
     return map_in_blocks(lambda part, workers: _build(task, part, replace(ctx, num_proc=workers), split),
                          documents, block, ctx.num_proc, work_dir, bar)
+
+
+@dataclass
+class TaskJob:
+    """One task's build: its corpus statistics, then each split's examples, saved to ``out / split`` (loaded
+    from there when built before); ``out`` None keeps them in memory (one process only)."""
+
+    name: str
+    task: PretrainTask
+    ctx: BuildContext
+    splits: list[tuple[str, Dataset]]
+    out: Path | None
+    empty_valid_ok: bool = False
+    """A split ``valid`` that gives no examples is saved empty instead of failing the task (a shard's few
+    held-out documents: the shards' held-out examples add up later)."""
+
+
+@dataclass
+class TaskResult:
+    examples: dict[str, Dataset]
+    error: str | None
+    """Why the corpus gives this task no examples (the task is then empty), or None."""
+    seconds: float
+    cpu_seconds: float
+    """CPU seconds of the process that built it (in a worker: that worker's)."""
+
+
+def build_task(job: TaskJob, block: int, bar: Any = None) -> TaskResult:
+    """``job`` in this process: corpus statistics, then each split through :func:`build_in_blocks`
+    (``job.ctx.num_proc`` workers for a document-local task) and :func:`cached_dataset`."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    examples: dict[str, Dataset] = {}
+    error = None
+    try:
+        for split, docs in job.splits:
+            def build(split: str = split, docs: Dataset = docs) -> Dataset:
+                return build_in_blocks(job.task, docs, job.ctx, split, block, bar)
+
+            try:
+                examples[split] = build() if job.out is None else cached_dataset(job.out / split, build)
+            except DataBuildError as err:
+                if not (job.empty_valid_ok and split == "valid" and "train" in examples):
+                    raise
+                log.warning("task %s: this shard has no held-out examples (%s)", job.name, err)
+                empty = examples["train"].select([])
+                examples[split] = empty if job.out is None else cached_dataset(job.out / split, lambda e=empty: e)
+    except DataBuildError as err:
+        error = str(err)
+    finally:
+        if job.ctx.work_dir is not None:
+            shutil.rmtree(job.ctx.work_dir, ignore_errors=True)
+    return TaskResult(examples if error is None else {}, error, time.perf_counter() - started,
+                      time.process_time() - cpu_started)
+
+
+# What the forked workers of ``build_tasks`` run: the jobs, the block size and the progress queue, set just
+# before the fork so the workers inherit tasks, tokenizer and memory-mapped documents instead of a pickle.
+_TASK_JOBS: tuple[list[TaskJob], int, Any] | None = None
+
+
+class _QueueBar:
+    """A worker's stand-in for its task's progress bar: documents done go to the parent, which draws it."""
+
+    def __init__(self, queue: Any, index: int) -> None:
+        self.queue, self.index = queue, index
+
+    def update(self, n: int) -> None:
+        self.queue.put((self.index, n))
+
+
+def _forked_task(index: int) -> tuple[int, str | None, float, float]:
+    assert _TASK_JOBS is not None
+    jobs, block, queue = _TASK_JOBS
+    job = jobs[index]
+    result = build_task(replace(job, ctx=replace(job.ctx, num_proc=1)), block, _QueueBar(queue, index))
+    return index, result.error, result.seconds, result.cpu_seconds
+
+
+def build_tasks(jobs: list[TaskJob], block: int, num_proc: int, bars: BuildProgress | None = None) -> list[TaskResult]:
+    """Every job's examples (:func:`build_task`), one progress line per task (documents/s, ETA).
+
+    With ``num_proc`` > 1, two or more jobs and ``fork``: a pool of ``min(num_proc, jobs)`` forked workers,
+    each building whole tasks (statistics included, which one process would compute serially), the costliest
+    first (``PretrainTask.build_cost``), saving them to ``job.out``; the parent reads them back
+    memory-mapped. The examples are the same as in one process: every builder is deterministic in its seed.
+    More workers than tasks cannot help here: past that, build in shards (docs/DISTRIBUTED.md). Otherwise
+    one after another in this process (a single task's document-local blocks still in ``num_proc`` workers)."""
+    global _TASK_JOBS
+    import multiprocessing
+
+    bars = bars or BuildProgress(False)
+    todo = [i for i, job in enumerate(jobs) if job.out is None
+            or not all((job.out / split).is_dir() for split, _ in job.splits)]
+    totals = [sum(len(docs) for _, docs in job.splits) for job in jobs]
+    results: dict[int, TaskResult] = {}
+    if num_proc > 1 and len(todo) > 1 and fork_available():
+        assert all(jobs[i].out is not None for i in todo), "a parallel build saves its examples"
+        from datasets.fingerprint import get_temporary_cache_files_directory
+
+        get_temporary_cache_files_directory()  # the workers' temporary files go to the parent's folder
+        context = multiprocessing.get_context("fork")
+        queue = context.SimpleQueue()
+        lines = {i: bars.bar(jobs[i].name, totals[i], position=p) for p, i in enumerate(todo)}
+        order = sorted(todo, key=lambda i: -type(jobs[i].task).build_cost * totals[i])
+        _TASK_JOBS = (jobs, block, queue)
+        gc.freeze()  # the workers' garbage collections then skip (and so do not copy) the parent's objects
+        try:
+            with context.Pool(min(num_proc, len(todo)), initializer=_worker_start) as pool:
+                waiting = [pool.apply_async(_forked_task, (i,)) for i in order]
+                while waiting:
+                    while not queue.empty():
+                        i, n = queue.get()
+                        lines[i].update(n)
+                    ready = [r for r in waiting if r.ready()]
+                    for r in ready:
+                        i, error, seconds, cpu_seconds = r.get()  # a worker's bug is raised here
+                        examples = {} if error is not None else \
+                            {split: load_from_disk(str(jobs[i].out / split)) for split, _ in jobs[i].splits}
+                        results[i] = TaskResult(examples, error, seconds, cpu_seconds)
+                    waiting = [r for r in waiting if r not in ready]
+                    if not ready:
+                        time.sleep(0.05)
+                while not queue.empty():
+                    i, n = queue.get()
+                    lines[i].update(n)
+        finally:
+            gc.unfreeze()
+            _TASK_JOBS = None
+            for line in lines.values():
+                line.close()
+    for i, job in enumerate(jobs):
+        if i not in results:
+            bar = bars.bar(job.name, totals[i] if i in todo else 0)
+            results[i] = build_task(job, block, bar)
+            bar.close()
+    return [results[i] for i in range(len(jobs))]
 
 
 def prepare_data(config: RunConfig, run_dir: Path, progress: bool = True, *,
@@ -491,6 +630,7 @@ def _prepare_data(config: RunConfig, run_dir: Path, bars: BuildProgress, allow_e
                            cache / "sentence_tokens" / tokens_key)
 
     train, valid, seconds, empty = {}, {}, {}, {}
+    jobs: list[TaskJob] = []
     for name, task in tasks.items():
         key = _digest(docs_key, tokenizer_hash(tokenizer), name, task.builder_version, to_plain(task.config),
                       data.max_seq_len, *stats_key)
@@ -507,7 +647,6 @@ def _prepare_data(config: RunConfig, run_dir: Path, bars: BuildProgress, allow_e
             except ValueError as err:
                 empty[name] = str(err)
             seconds[name] = time.perf_counter() - started
-            account["tasks"][name] = {"seconds": round(seconds[name], 3), "empty": empty.get(name)}
             log.info("task %s: corpus statistics ready (%.1fs)", name, seconds[name])
             continue
         if shard is None and not (task_dir / "train").is_dir():
@@ -524,31 +663,30 @@ def _prepare_data(config: RunConfig, run_dir: Path, bars: BuildProgress, allow_e
                 raise DataBuildError(f"task {name}: a sharded build is incomplete: shards {missing} are not built "
                                      f"(run `ernie-cmtl build-data --shard K/N` for each, or remove "
                                      f"{task_dir / 'shards'} to build in one process)")
-        if name not in train and name not in empty:
-            done = (out_dir / "train").is_dir() and (out_dir / "valid").is_dir()
-            if not done and task.reads_sentence_tokens:  # its own line first, not nested in the task's
-                with_tokens("train", train_docs)
-                with_tokens("valid", valid_docs)
-            bar = bars.bar(name, 0 if done else len(train_docs) + len(valid_docs))
-            for split, docs, out in (("train", train_docs, train), ("valid", valid_docs, valid)):
-                def build(t=task, c=ctx, split=split, docs=docs, bar=bar) -> Dataset:
-                    return build_in_blocks(t, with_tokens(split, docs) if t.reads_sentence_tokens else docs, c,
-                                           split, data.block_documents, bar)
-
-                try:
-                    out[name] = cached_dataset(out_dir / split, build)
-                except DataBuildError as err:
-                    if shard is not None and split == "valid":  # a shard's few held-out documents gave none:
-                        log.warning("task %s: shard %d/%d has no held-out examples (%s)", name, *shard, err)
-                        out[name] = cached_dataset(out_dir / split, lambda n=name: train[n].select([]))
-                        continue
-                    empty[name] = str(err)
-                    break
-            bar.close()
-            shutil.rmtree(work_dir, ignore_errors=True)
-            if shard is not None and name in empty:  # the shard set stays complete: this one has none
-                _write_json(out_dir / "empty.json", {"reason": empty[name]})
         seconds[name] = time.perf_counter() - started
+        if name not in train and name not in empty:
+            jobs.append(TaskJob(name, task, ctx, [("train", train_docs), ("valid", valid_docs)], out_dir,
+                                empty_valid_ok=shard is not None))
+    pending = [job for job in jobs if not all((job.out / split).is_dir() for split, _ in job.splits)]
+    if any(job.task.reads_sentence_tokens for job in pending):  # its own lines first, before the tasks'
+        for split, docs in (("train", train_docs), ("valid", valid_docs)):
+            tokens = with_tokens(split, docs)
+            for job in jobs:
+                if job.task.reads_sentence_tokens:
+                    job.splits = [(s, tokens if s == split else d) for s, d in job.splits]
+    for job, result in zip(jobs, build_tasks(jobs, data.block_documents, data.num_proc, bars), strict=True):
+        name = job.name
+        seconds[name] += result.seconds
+        if result.error is not None:
+            empty[name] = result.error
+            if shard is not None:  # the shard set stays complete: this one has none
+                _write_json(job.out / "empty.json", {"reason": result.error})
+        else:
+            train[name], valid[name] = result.examples["train"], result.examples["valid"]
+    for name in tasks:
+        if statistics_only:
+            account["tasks"][name] = {"seconds": round(seconds[name], 3), "empty": empty.get(name)}
+            continue
         if name not in empty:
             zero = [split for split, ds in (("train", train[name]), ("valid", valid[name])) if len(ds) == 0
                     and (shard is None or split == "train")]  # the shards' held-out examples add up later

@@ -84,6 +84,11 @@ class PretrainTask(ABC):
     ``data.block_documents`` (the progress line moves per block). False (the safe default): the builder sees
     the whole split, or the whole shard of a sharded build."""
 
+    build_cost: ClassVar[float] = 1.0
+    """About how many CPU seconds per thousand Wikipedia documents the builder takes, corpus statistics
+    included (docs/PERFORMANCE.md): a parallel build (``data.num_proc`` > 1) starts the costliest tasks first,
+    so that the workers finish together. Only the order depends on it, never the examples."""
+
     def __init__(self, config: Any, special: SpecialIds) -> None:
         self.config = config
         self.special = special

@@ -41,6 +41,7 @@ class CapitalizationTask(PretrainTask):
     config_class = CapitalizationConfig
     label_summary = "2 (3 with scheme three_way)"
     builder_version = 1
+    build_cost = 0.17
 
     @property
     def num_labels(self) -> int:

@@ -71,6 +71,7 @@ class KnowledgeMaskingTask(PretrainTask):
     config_class = KnowledgeMaskingConfig
     label_summary = "vocabulary"
     builder_version = 1
+    build_cost = 0.9
 
     @property
     def num_labels(self) -> int:

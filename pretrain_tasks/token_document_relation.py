@@ -47,6 +47,7 @@ class TokenDocumentRelationTask(PretrainTask):
     config_class = TokenDocumentRelationConfig
     label_summary = "2"
     builder_version = 1
+    build_cost = 0.6
 
     @property
     def num_labels(self) -> int:

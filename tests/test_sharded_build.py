@@ -108,9 +108,9 @@ def test_document_local_tasks_read_back_as_the_unsharded_examples(builds, task):
 
 
 def test_two_workers_build_exactly_the_examples_of_one_process(builds, corpus, tmp_path):
-    """``data.num_proc=2``: the shared pass and the document-local tasks in forked workers (small blocks, so
-    each worker gets several), the others through their builders' ``datasets.map`` workers; every task's
-    train and valid examples are the one-process build's, row for row, in the same order."""
+    """``data.num_proc=2``: the shared pass in forked workers (small blocks, so each worker gets several),
+    then whole tasks in a pool of two forked workers; every task's train and valid examples are the
+    one-process build's, row for row, in the same order."""
     tokenizer = f"tokenizer.path={builds['root'] / 'whole' / 'tokenizer.json'}"
     two = api.build_data(_config(tmp_path / "run", corpus, tmp_path / "cache",
                                  [tokenizer, "data.num_proc=2", "data.block_documents=100"]), progress=False)
