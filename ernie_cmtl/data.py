@@ -17,6 +17,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -315,28 +316,38 @@ def map_in_blocks(function: Callable[[Dataset, int], Dataset], documents: Datase
     return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
-def _forked_blocks(function: Callable[[Dataset, int], Dataset], documents: Dataset, block: int, num_proc: int,
-                   work_dir: Path) -> Iterator[tuple[int, str | None, str | None]]:
-    """:func:`map_in_blocks`' worker pool: (documents done, saved block or None, error or None) in order."""
+@contextmanager
+def _fork_pool(workers: int) -> Iterator[Any]:
+    """A pool of ``workers`` forked processes (:func:`_worker_start`) for :func:`map_in_blocks` and
+    :func:`build_tasks`: what they run is set in a module global just before, so it is inherited, not pickled."""
     import multiprocessing
 
     from datasets.fingerprint import get_temporary_cache_files_directory
 
+    # the workers' temporary map results go to the parent's folder, removed when the parent exits (a worker
+    # that made its own would leave it behind: pool workers end without running exit handlers)
+    get_temporary_cache_files_directory()
+    gc.freeze()  # the workers' garbage collections then skip (and so do not copy) the parent's objects
+    try:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_start) as pool:
+            yield pool
+    finally:
+        gc.unfreeze()
+
+
+def _forked_blocks(function: Callable[[Dataset, int], Dataset], documents: Dataset, block: int, num_proc: int,
+                   work_dir: Path) -> Iterator[tuple[int, str | None, str | None]]:
+    """:func:`map_in_blocks`' worker pool: (documents done, saved block or None, error or None) in order."""
     global _FORKED
     size = max(1, min(block, -(-len(documents) // (4 * num_proc))))
     jobs = [(start, min(start + size, len(documents)), str(work_dir / f"block-{i:06d}"))
             for i, start in enumerate(range(0, len(documents), size))]
     work_dir.mkdir(parents=True, exist_ok=True)
     _FORKED = (function, documents)
-    # the workers' temporary map results go to the parent's folder, removed when the parent exits (a worker
-    # that made its own would leave it behind: pool workers end without running exit handlers)
-    get_temporary_cache_files_directory()
-    gc.freeze()  # the workers' garbage collections then skip (and so do not copy) the parent's objects
     try:
-        with multiprocessing.get_context("fork").Pool(num_proc, initializer=_worker_start) as pool:
+        with _fork_pool(num_proc) as pool:
             yield from pool.imap(_forked_block, jobs)
     finally:
-        gc.unfreeze()
         _FORKED = None
 
 
@@ -377,6 +388,11 @@ class TaskJob:
     empty_valid_ok: bool = False
     """A split ``valid`` that gives no examples is saved empty instead of failing the task (a shard's few
     held-out documents: the shards' held-out examples add up later)."""
+
+    @property
+    def built(self) -> bool:
+        """Every split is saved in ``out`` already (by an earlier run): nothing to build."""
+        return self.out is not None and all((self.out / split).is_dir() for split, _ in self.splits)
 
 
 @dataclass
@@ -450,31 +466,29 @@ def build_tasks(jobs: list[TaskJob], block: int, num_proc: int, bars: BuildProgr
     More workers than tasks cannot help here: past that, build in shards (docs/DISTRIBUTED.md). Otherwise
     one after another in this process (a single task's document-local blocks still in ``num_proc`` workers)."""
     global _TASK_JOBS
-    import multiprocessing
-
     bars = bars or BuildProgress(False)
-    todo = [i for i, job in enumerate(jobs) if job.out is None
-            or not all((job.out / split).is_dir() for split, _ in job.splits)]
+    todo = [i for i, job in enumerate(jobs) if not job.built]
     totals = [sum(len(docs) for _, docs in job.splits) for job in jobs]
     results: dict[int, TaskResult] = {}
     if num_proc > 1 and len(todo) > 1 and fork_available():
-        assert all(jobs[i].out is not None for i in todo), "a parallel build saves its examples"
-        from datasets.fingerprint import get_temporary_cache_files_directory
+        import multiprocessing
 
-        get_temporary_cache_files_directory()  # the workers' temporary files go to the parent's folder
-        context = multiprocessing.get_context("fork")
-        queue = context.SimpleQueue()
+        assert all(jobs[i].out is not None for i in todo), "a parallel build saves its examples"
+        queue = multiprocessing.get_context("fork").SimpleQueue()
         lines = {i: bars.bar(jobs[i].name, totals[i], position=p) for p, i in enumerate(todo)}
+
+        def drain() -> None:  # the workers' documents done, onto their tasks' lines
+            while not queue.empty():
+                i, n = queue.get()
+                lines[i].update(n)
+
         order = sorted(todo, key=lambda i: -type(jobs[i].task).build_cost * totals[i])
         _TASK_JOBS = (jobs, block, queue)
-        gc.freeze()  # the workers' garbage collections then skip (and so do not copy) the parent's objects
         try:
-            with context.Pool(min(num_proc, len(todo)), initializer=_worker_start) as pool:
+            with _fork_pool(min(num_proc, len(todo))) as pool:
                 waiting = [pool.apply_async(_forked_task, (i,)) for i in order]
                 while waiting:
-                    while not queue.empty():
-                        i, n = queue.get()
-                        lines[i].update(n)
+                    drain()
                     ready = [r for r in waiting if r.ready()]
                     for r in ready:
                         i, error, seconds, cpu_seconds = r.get()  # a worker's bug is raised here
@@ -484,11 +498,8 @@ def build_tasks(jobs: list[TaskJob], block: int, num_proc: int, bars: BuildProgr
                     waiting = [r for r in waiting if r not in ready]
                     if not ready:
                         time.sleep(0.05)
-                while not queue.empty():
-                    i, n = queue.get()
-                    lines[i].update(n)
+                drain()
         finally:
-            gc.unfreeze()
             _TASK_JOBS = None
             for line in lines.values():
                 line.close()
@@ -667,13 +678,11 @@ def _prepare_data(config: RunConfig, run_dir: Path, bars: BuildProgress, allow_e
         if name not in train and name not in empty:
             jobs.append(TaskJob(name, task, ctx, [("train", train_docs), ("valid", valid_docs)], out_dir,
                                 empty_valid_ok=shard is not None))
-    pending = [job for job in jobs if not all((job.out / split).is_dir() for split, _ in job.splits)]
-    if any(job.task.reads_sentence_tokens for job in pending):  # its own lines first, before the tasks'
-        for split, docs in (("train", train_docs), ("valid", valid_docs)):
-            tokens = with_tokens(split, docs)
-            for job in jobs:
-                if job.task.reads_sentence_tokens:
-                    job.splits = [(s, tokens if s == split else d) for s, d in job.splits]
+    if any(job.task.reads_sentence_tokens and not job.built for job in jobs):  # its own lines, before the tasks'
+        tokens = [("train", with_tokens("train", train_docs)), ("valid", with_tokens("valid", valid_docs))]
+        for job in jobs:
+            if job.task.reads_sentence_tokens:
+                job.splits = tokens
     for job, result in zip(jobs, build_tasks(jobs, data.block_documents, data.num_proc, bars), strict=True):
         name = job.name
         seconds[name] += result.seconds
