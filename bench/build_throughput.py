@@ -49,21 +49,24 @@ class AnonymousMemorySampler(threading.Thread):
     of this process and (separately) of its worker processes (``data.num_proc`` > 1), overall and per stage
     (:meth:`stage` starts a new one). Peak RSS also counts the pages of memory-mapped Arrow files the process
     has read, which grow with the corpus but are page cache the kernel can drop; RssAnon is the memory that
-    cannot be."""
+    cannot be. ``pid`` watches another process (a ``build-data`` subprocess) instead of this one; its file-backed
+    RSS (``RssFile``) peak is kept too, in ``file_peak_mb``."""
 
-    def __init__(self) -> None:
+    def __init__(self, pid: int | None = None) -> None:
         super().__init__(daemon=True)
+        self.pid: int | str = "self" if pid is None else pid
         self.peak_mb = 0.0
+        self.file_peak_mb = 0.0
         self.worker_peak_mb = 0.0
         self.stage_peaks: dict[str, float] = {}
         self._stage: str | None = None
         self._stop_event = threading.Event()
 
     @staticmethod
-    def _anon_mb(pid: int | str) -> float:
+    def _anon_mb(pid: int | str, field: str = "RssAnon:") -> float:
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("RssAnon:"):
+                if line.startswith(field):
                     return int(line.split()[1]) / 1024
         except OSError:  # a worker that just ended
             pass
@@ -76,10 +79,14 @@ class AnonymousMemorySampler(threading.Thread):
     def run(self) -> None:
         import psutil
 
-        me = psutil.Process()
+        try:
+            me = psutil.Process(None if self.pid == "self" else int(self.pid))
+        except psutil.Error:  # the watched process has already ended
+            return
         while not self._stop_event.is_set():
-            mine = self._anon_mb("self")
+            mine = self._anon_mb(self.pid)
             self.peak_mb = max(self.peak_mb, mine)
+            self.file_peak_mb = max(self.file_peak_mb, self._anon_mb(self.pid, "RssFile:"))
             if self._stage is not None:
                 self.stage_peaks[self._stage] = max(self.stage_peaks[self._stage], mine)
             try:

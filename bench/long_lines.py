@@ -90,22 +90,34 @@ def time_build_documents(path: Path) -> dict[str, float]:
 
 
 def time_build_data(path: Path, work: Path) -> dict[str, float]:
-    """``ernie-cmtl build-data`` in a fresh process: wall, CPU (user + system) and peak RSS of that process."""
+    """``ernie-cmtl build-data`` in a fresh process: wall, CPU (user + system) and peak RSS of that process, and
+    its peak anonymous and file-backed RSS sampled from ``/proc`` (file-backed pages are the memory-mapped Arrow
+    files it has read: page cache the kernel can drop, which grows with the corpus whatever its shape)."""
+    sys.path.insert(0, str(REPO))
+    from bench.build_throughput import AnonymousMemorySampler
+
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "ernie_cmtl.cli", "build-data", "--config", str(REPO / "configs" / "default.yaml"),
            "--corpus", str(path), "--run-dir", str(work / "run"), "--set", f"data.cache_dir={work / 'cache'}",
            "--quiet"]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    stdout, stderr = proc.stdout.read(), proc.stderr.read()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+        sampler = AnonymousMemorySampler(proc.pid)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        sampler.stop()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise SystemExit(f"build-data on {path} exited {code}: {stderr.strip()[-2000:]}")
     examples = next((line for line in stdout.splitlines() if line.startswith("knowledge_masking:")), "")
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "peak_anon_mb": sampler.peak_mb, "peak_file_mb": sampler.file_peak_mb,
             "exit_code": code, "knowledge_masking": examples.split(";")[0]}
 
 
@@ -145,7 +157,8 @@ def main() -> None:
             if not args.no_build_data and (one_line or args.build_data_reference or size_mb == min(args.sizes_mb)):
                 full = time_build_data(path, root / f"work_{len(results)}")
                 print(f"{name}: build-data wall {full['wall_s']:.1f}s, cpu {full['cpu_s']:.1f}s, peak RSS "
-                      f"{full['peak_rss_mb']:.0f} MB ({full['knowledge_masking']})", flush=True)
+                      f"{full['peak_rss_mb']:.0f} MB (anonymous {full['peak_anon_mb']:.0f} MB, file-backed "
+                      f"{full['peak_file_mb']:.0f} MB; {full['knowledge_masking']})", flush=True)
                 results[name]["build_data"] = full
             path.unlink()
 
@@ -162,11 +175,25 @@ def main() -> None:
                 "build-data cpu s": large["build_data"]["cpu_s"] / small["build_data"]["cpu_s"],
                 "build-data wall s": large["build_data"]["wall_s"] / small["build_data"]["wall_s"],
                 "build-data peak RSS": large["build_data"]["peak_rss_mb"] / small["build_data"]["peak_rss_mb"],
+                "build-data peak anonymous": large["build_data"]["peak_anon_mb"] / small["build_data"]["peak_anon_mb"],
             })
         print(f"\n{large['size_mb']:g} MB / {small['size_mb']:g} MB: size ratio {size_ratio:.1f}")
         for key, value in ratios.items():
             print(f"  {key}: ratio {value:.2f}")
         results["ratios"] = {"size": size_ratio, **ratios}
+    shape = {}
+    for line in lines:  # the same bytes as one line and as ordinary lines: what the line's shape costs
+        reference = results.get(f"{line['size_mb']:g}MB ordinary lines")
+        if reference and "build_data" in line and "build_data" in reference:
+            one, many = line["build_data"], reference["build_data"]
+            size = f"{line['size_mb']:g}MB"
+            shape[size] = {key: one[key] / many[key] for key in
+                           ("cpu_s", "peak_rss_mb", "peak_anon_mb", "peak_file_mb")}
+            print(f"{size}, one line / ordinary lines: build-data cpu {shape[size]['cpu_s']:.2f}x, "
+                  f"peak RSS {one['peak_rss_mb']:.0f} / "
+                  f"{many['peak_rss_mb']:.0f} MB, anonymous {one['peak_anon_mb']:.0f} / {many['peak_anon_mb']:.0f} "
+                  f"MB, file-backed {one['peak_file_mb']:.0f} / {many['peak_file_mb']:.0f} MB")
+    results["one_line_over_ordinary"] = shape
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -50,8 +50,8 @@ def npmi(count_ab: int, count_a: int, count_b: int, total: int) -> float:
 
 
 def mine_phrases(sentences: Iterable[Sequence[str]], *, min_count: int = 5, threshold: float = 0.5,
-                 passes: int = 2, max_words: int = 4,
-                 stopwords: AbstractSet[str] = STOPWORDS) -> set[tuple[str, ...]]:
+                 passes: int = 2, max_words: int = 4, stopwords: AbstractSet[str] = STOPWORDS,
+                 chunk_words: int = 1 << 20) -> set[tuple[str, ...]]:
     """Mine multi-word phrases from lowercased word sequences.
 
     Each pass counts units (words or phrases accepted so far) and adjacent unit pairs; a pair becomes a phrase
@@ -61,17 +61,32 @@ def mine_phrases(sentences: Iterable[Sequence[str]], *, min_count: int = 5, thre
 
     Units are counted as integer ids with numpy (one id per distinct unit, a pair as one 64-bit key), and a
     pass merges phrases only in the sentences holding a word some phrase can start with; the statistics, and
-    so the phrases, are those of counting the unit tuples themselves.
+    so the phrases, are those of counting the unit tuples themselves. The words are read ``chunk_words`` at a
+    time into their ids (in order of first occurrence, whatever the chunk size), so mining holds 8 bytes per
+    word, not a Python string per word.
     """
     lengths_list: list[int] = []
-    flat_list: list[str] = []
+    vocabulary: dict[str, int] = {}
+    id_chunks: list[np.ndarray] = []
+    chunk: list[str] = []
+
+    def encode_chunk() -> None:
+        encoded = pc.dictionary_encode(pa.array(chunk, type=pa.string()))
+        ids = np.array([vocabulary.setdefault(w, len(vocabulary)) for w in encoded.dictionary.to_pylist()],
+                       dtype=np.int64)
+        id_chunks.append(ids[encoded.indices.to_numpy(zero_copy_only=False)])
+        chunk.clear()
+
     for sentence in sentences:
         lengths_list.append(len(sentence))
-        flat_list.extend(sentence)
-    encoded_words = pc.dictionary_encode(pa.array(flat_list, type=pa.string()))
-    del flat_list
-    words = encoded_words.dictionary.to_pylist()
-    flat_words = encoded_words.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        chunk.extend(sentence)
+        if len(chunk) >= chunk_words:
+            encode_chunk()
+    if chunk:
+        encode_chunk()
+    words = list(vocabulary)
+    flat_words = np.concatenate(id_chunks) if id_chunks else np.zeros(0, dtype=np.int64)
+    id_chunks.clear()
     lengths = np.array(lengths_list, dtype=np.int64)
     phrases: set[tuple[str, ...]] = set()
     for _ in range(passes):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset
 from tokenizers import Tokenizer, pre_tokenizers
 
@@ -85,12 +86,49 @@ class Lexicon:
         return cls({tuple(p) for p in raw["phrases"]}, {tuple(t) for t in raw["titles"]})
 
 
+def document_characters(documents: Dataset) -> int:
+    """Characters in the sentences of the documents (Arrow compute over batches of about a megabyte, no Python
+    strings)."""
+    rows = documents.select_columns(["sentences" if "sentences" in documents.column_names else "paragraphs"])
+    total = 0
+    for batch in rows.with_format("arrow").iter(batch_size=batch_rows(rows, 4096)):
+        for chunk in batch.column(0).chunks:
+            while pa.types.is_list(chunk.type):
+                chunk = chunk.flatten()
+            total += pc.sum(pc.utf8_length(chunk)).as_py() or 0
+    return total
+
+
+def phrase_sample(documents: Dataset, max_documents: int, max_chars: int) -> Dataset:
+    """The documents phrases are mined from: evenly spaced, at most ``max_documents`` of them and, from the
+    average document length, about ``max_chars`` characters at most. The character bound makes mining's
+    memory independent of how the text is cut into documents: a one-line dump cut into 100,000-character
+    documents mines as much text as a corpus of articles, not 40 times more per document."""
+    n = len(documents)
+    if n == 0:
+        return documents
+    per_document = document_characters(documents) / n
+    limit = min(max_documents, max(1, int(max_chars // max(per_document, 1.0))))
+    step = max(1, n // limit)
+    return documents.select(range(0, n, step)[:limit])
+
+
+def _sample_columns(sample: Dataset, column: str, languages: list[str]) -> Iterator[tuple[list, str]]:
+    """(``column`` value, language) of each document of ``sample``, read in batches of about a megabyte."""
+    rows = sample.select_columns([column])
+    documents = iter(languages)
+    for batch in rows.iter(batch_size=batch_rows(rows, 256)):
+        for value in batch[column]:
+            yield value, next(documents)
+
+
 def build_lexicon(documents: Dataset, tokenizer: Tokenizer, *, phrases: bool, titles: bool,
                   min_count: int, threshold: float, passes: int, max_words: int,
-                  sample_documents: int = 5000) -> Lexicon:
-    """Mine phrases (NPMI) over the sentences of at most ``sample_documents`` documents (evenly spaced), and
-    collect the multi-word titles of all documents. The sample bounds mining's memory and time on large
-    corpora; collocation statistics of a few thousand articles already find the frequent phrases.
+                  sample_documents: int = 5000, sample_chars: int = 20_000_000) -> Lexicon:
+    """Mine phrases (NPMI) over the sentences of :func:`phrase_sample` (at most ``sample_documents``
+    documents and about ``sample_chars`` characters, evenly spaced), and collect the multi-word titles of all
+    documents. The sample bounds mining's memory and time on large corpora; collocation statistics of a few
+    thousand articles already find the frequent phrases.
 
     English words are the tokenizer's pre-tokens. Chinese documents (``language`` ``zh``) are mined on their
     own, over jieba words (read from the shared tokenization pass when ``documents`` carry it) with Chinese
@@ -110,13 +148,12 @@ def build_lexicon(documents: Dataset, tokenizer: Tokenizer, *, phrases: bool, ti
     chinese = languages is not None and "zh" in languages
     mined: set[tuple[str, ...]] = set()
     if phrases:
-        step = max(1, len(documents) // sample_documents)
-        sample = documents.select(range(0, len(documents), step)[:sample_documents])
+        sample = phrase_sample(documents, sample_documents, sample_chars)
         sample_languages = sample["language"] if chinese else ["en"] * len(sample)
         if not chinese or "en" in sample_languages:
             sentences = (
                 lower_words(sentence)
-                for doc, language in zip(sample["sentences"], sample_languages, strict=True) if language == "en"
+                for doc, language in _sample_columns(sample, "sentences", sample_languages) if language == "en"
                 for paragraph in doc for sentence in paragraph
             )
             mined = mine_phrases(sentences, min_count=min_count, threshold=threshold, passes=passes,
@@ -145,11 +182,11 @@ def _jieba_words(text: str) -> list[str]:
 def _chinese_word_sentences(sample: Dataset, languages: list[str]) -> Iterator[list[str]]:
     """Lowercased jieba words of every sentence of the Chinese documents of ``sample``."""
     if "sentence_words" in sample.column_names:
-        for words, language in zip(sample["sentence_words"], languages, strict=True):
+        for words, language in _sample_columns(sample, "sentence_words", languages):
             if language == "zh":
                 yield from ([w.lower() for w in sentence] for sentence in words)
         return
-    for doc, language in zip(sample["sentences"], languages, strict=True):
+    for doc, language in _sample_columns(sample, "sentences", languages):
         if language == "zh":
             for paragraph in doc:
                 yield from ([w.lower() for w in _jieba_words(sentence)] for sentence in paragraph)

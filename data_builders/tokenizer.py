@@ -11,8 +11,14 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from data_builders.segments import batch_rows
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -125,11 +131,13 @@ def tokenizer_for_run(run_path: Path, *, pretrained: str | None, texts: Iterator
     return tok
 
 
-def iter_paragraphs(documents, batch_size: int = 256) -> Iterator[str]:
-    """Every paragraph of a documents dataset, streamed (the tokenizer trainer's input)."""
-    for batch in documents.iter(batch_size=batch_size):
-        for paragraphs in batch["paragraphs"]:
-            yield from paragraphs
+def iter_paragraphs(documents: Dataset, batch_size: int = 256) -> Iterator[str]:
+    """Every paragraph of a documents dataset, streamed (the tokenizer trainer's input): the paragraphs column
+    only, at most ``batch_size`` documents and about a megabyte of text at a time (long documents: fewer)."""
+    paragraphs = documents.select_columns(["paragraphs"])
+    for batch in paragraphs.iter(batch_size=batch_rows(paragraphs, batch_size)):
+        for texts in batch["paragraphs"]:
+            yield from texts
 
 
 def load_hf_tokenizer(directory: str | Path) -> Tokenizer:

@@ -45,6 +45,10 @@ class KnowledgeMaskingConfig:
     max_phrase_words: int = 4
     phrase_sample_documents: int = 5000
     """Phrases are mined from at most this many training documents (evenly spaced), bounding memory."""
+    phrase_sample_chars: int = 20_000_000
+    """... and from about this many characters at most (fewer documents where documents are long: a one-line
+    dump cut into 100,000-character documents), so mining's time and memory do not depend on how the corpus
+    is cut into documents. 5,000 Wikipedia articles hold about 10 million characters."""
     title_entities: bool = True
     """Also treat spans matching (multi-word) document titles as entities."""
     min_tokens: int = 8
@@ -59,6 +63,7 @@ class KnowledgeMaskingConfig:
         require(self.phrase_min_count >= 1, "phrase_min_count", "an integer >= 1")
         require(self.max_phrase_words >= 2, "max_phrase_words", "an integer >= 2")
         require(self.phrase_sample_documents >= 1, "phrase_sample_documents", "an integer >= 1")
+        require(self.phrase_sample_chars >= 1, "phrase_sample_chars", "an integer >= 1")
 
 
 class KnowledgeMaskingTask(PretrainTask):
@@ -94,7 +99,7 @@ class KnowledgeMaskingTask(PretrainTask):
                 ctx.train_documents, ctx.tokenizer, phrases=cfg.level_mix.phrase > 0,
                 titles=cfg.level_mix.entity > 0 and cfg.title_entities, min_count=cfg.phrase_min_count,
                 threshold=cfg.phrase_npmi, passes=cfg.phrase_passes, max_words=cfg.max_phrase_words,
-                sample_documents=cfg.phrase_sample_documents)
+                sample_documents=cfg.phrase_sample_documents, sample_chars=cfg.phrase_sample_chars)
             ctx.cache_dir.mkdir(parents=True, exist_ok=True)
             lexicon.save(lexicon_path)
         self._lexicon = (lexicon_path, lexicon)

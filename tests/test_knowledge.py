@@ -4,7 +4,16 @@ import pytest
 
 from data_builders.corpus import build_documents
 from data_builders.knowledge import find_entity_spans, find_phrase_spans, mine_phrases, npmi, title_gazetteer
-from data_builders.knowledge_masking import ENTITY, PHRASE, WORD, Lexicon, build_lexicon, sentence_units
+from data_builders.knowledge_masking import (
+    ENTITY,
+    PHRASE,
+    WORD,
+    Lexicon,
+    build_lexicon,
+    document_characters,
+    phrase_sample,
+    sentence_units,
+)
 from data_builders.tokenizer import train_wordpiece
 
 
@@ -65,3 +74,30 @@ def test_lexicon_from_real_wikipedia(wiki_shards):
     assert len(lexicon.phrases) > 100, len(lexicon.phrases)
     assert ("united", "states") in lexicon.phrases
     assert len(lexicon.titles) > 100
+
+
+def test_mining_does_not_depend_on_how_many_words_are_encoded_at_a_time(wiki_corpus):
+    documents, _ = wiki_corpus
+    sentences = [sentence.lower().split() for doc in documents["sentences"] for paragraph in doc
+                 for sentence in paragraph]
+    whole = mine_phrases(sentences, min_count=3, threshold=0.4)
+    assert len(whole) > 20, len(whole)
+    assert mine_phrases(sentences, min_count=3, threshold=0.4, chunk_words=997) == whole
+    assert mine_phrases(iter([]), min_count=3) == set()
+
+
+def test_phrase_sample_is_bounded_by_characters_not_only_documents(wiki_corpus):
+    documents, _ = wiki_corpus
+    total = document_characters(documents)
+    assert total == sum(len(s) for doc in documents["sentences"] for paragraph in doc for s in paragraph)
+    # an unbinding character bound: the documents rule alone (evenly spaced, at most max_documents)
+    assert phrase_sample(documents, 5000, 10 * total)["id"] == documents["id"]
+    assert phrase_sample(documents, 50, 10 * total)["id"] == documents["id"][::4][:50]
+    # a quarter of the characters: about a quarter of the documents, evenly spaced over the whole corpus
+    sample = phrase_sample(documents, 5000, total // 4)
+    ids = documents["id"]
+    positions = [ids.index(doc_id) for doc_id in sample["id"]]
+    assert 40 <= len(sample) <= 50, len(sample)
+    assert positions[-1] >= len(documents) * 3 // 4
+    assert 0.5 * total / 4 <= document_characters(sample) <= 1.5 * total / 4
+    assert len(phrase_sample(documents, 5000, 1)) == 1  # never empty
