@@ -63,18 +63,22 @@ class AnonymousMemorySampler(threading.Thread):
         self._stop_event = threading.Event()
 
     @staticmethod
-    def _anon_mb(pid: int | str, field: str = "RssAnon:") -> float:
+    def _rss_mb(pid: int | str) -> tuple[float, float]:
+        """(RssAnon, RssFile) of ``pid`` in MB, from one read of its status; zeros for a process that ended."""
+        anon = file = 0.0
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith(field):
-                    return int(line.split()[1]) / 1024
+                if line.startswith("RssAnon:"):
+                    anon = int(line.split()[1]) / 1024
+                elif line.startswith("RssFile:"):
+                    file = int(line.split()[1]) / 1024
         except OSError:  # a worker that just ended
             pass
-        return 0.0
+        return anon, file
 
     def stage(self, name: str) -> None:
         self._stage = name
-        self.stage_peaks[name] = self._anon_mb("self")
+        self.stage_peaks[name] = self._rss_mb("self")[0]
 
     def run(self) -> None:
         import psutil
@@ -84,9 +88,9 @@ class AnonymousMemorySampler(threading.Thread):
         except psutil.Error:  # the watched process has already ended
             return
         while not self._stop_event.is_set():
-            mine = self._anon_mb(self.pid)
+            mine, file = self._rss_mb(self.pid)
             self.peak_mb = max(self.peak_mb, mine)
-            self.file_peak_mb = max(self.file_peak_mb, self._anon_mb(self.pid, "RssFile:"))
+            self.file_peak_mb = max(self.file_peak_mb, file)
             if self._stage is not None:
                 self.stage_peaks[self._stage] = max(self.stage_peaks[self._stage], mine)
             try:
@@ -94,7 +98,7 @@ class AnonymousMemorySampler(threading.Thread):
             except psutil.Error:  # a worker ended while its parent's children were listed
                 children = []
             for child in children:
-                self.worker_peak_mb = max(self.worker_peak_mb, self._anon_mb(child.pid))
+                self.worker_peak_mb = max(self.worker_peak_mb, self._rss_mb(child.pid)[0])
             self._stop_event.wait(0.02)
 
     def stop(self) -> None:

@@ -43,6 +43,7 @@ from data_builders.segments import (
     document_token_lists,
     flat_tokens,
     framed_lists,
+    iter_column,
     map_fingerprint,
     pack_sentences,
     ragged_lists,
@@ -113,15 +114,6 @@ def phrase_sample(documents: Dataset, max_documents: int, max_chars: int) -> Dat
     return documents.select(range(0, n, step)[:limit])
 
 
-def _sample_columns(sample: Dataset, column: str, languages: list[str]) -> Iterator[tuple[list, str]]:
-    """(``column`` value, language) of each document of ``sample``, read in batches of about a megabyte."""
-    rows = sample.select_columns([column])
-    documents = iter(languages)
-    for batch in rows.iter(batch_size=batch_rows(rows, 256)):
-        for value in batch[column]:
-            yield value, next(documents)
-
-
 def build_lexicon(documents: Dataset, tokenizer: Tokenizer, *, phrases: bool, titles: bool,
                   min_count: int, threshold: float, passes: int, max_words: int,
                   sample_documents: int = 5000, sample_chars: int = 20_000_000) -> Lexicon:
@@ -153,7 +145,8 @@ def build_lexicon(documents: Dataset, tokenizer: Tokenizer, *, phrases: bool, ti
         if not chinese or "en" in sample_languages:
             sentences = (
                 lower_words(sentence)
-                for doc, language in _sample_columns(sample, "sentences", sample_languages) if language == "en"
+                for doc, language in zip(iter_column(sample, "sentences"), sample_languages, strict=True)
+                if language == "en"
                 for paragraph in doc for sentence in paragraph
             )
             mined = mine_phrases(sentences, min_count=min_count, threshold=threshold, passes=passes,
@@ -182,11 +175,11 @@ def _jieba_words(text: str) -> list[str]:
 def _chinese_word_sentences(sample: Dataset, languages: list[str]) -> Iterator[list[str]]:
     """Lowercased jieba words of every sentence of the Chinese documents of ``sample``."""
     if "sentence_words" in sample.column_names:
-        for words, language in _sample_columns(sample, "sentence_words", languages):
+        for words, language in zip(iter_column(sample, "sentence_words"), languages, strict=True):
             if language == "zh":
                 yield from ([w.lower() for w in sentence] for sentence in words)
         return
-    for doc, language in _sample_columns(sample, "sentences", languages):
+    for doc, language in zip(iter_column(sample, "sentences"), languages, strict=True):
         if language == "zh":
             for paragraph in doc:
                 yield from ([w.lower() for w in _jieba_words(sentence)] for sentence in paragraph)

@@ -10,7 +10,9 @@ here, once per corpus in the shared tokenization pass, and every builder reads i
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -116,6 +118,14 @@ def batch_rows(rows: Dataset, most: int = 64, budget: int = BATCH_BYTES) -> int:
     if table.num_rows == 0:
         return most
     return max(1, min(most, int(budget * table.num_rows // max(1, table.nbytes))))
+
+
+def iter_column(rows: Dataset, column: str, most: int = 256) -> Iterator[Any]:
+    """Each row's value of ``column``, read alone, in batches of at most ``most`` rows and about
+    :data:`BATCH_BYTES` (:func:`batch_rows`), so long documents do not make a batch large."""
+    one = rows.select_columns([column])
+    for batch in one.iter(batch_size=batch_rows(one, most)):
+        yield from batch[column]
 
 
 def map_fingerprint() -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from data_builders.segments import batch_rows
+from data_builders.segments import iter_column
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -134,10 +134,8 @@ def tokenizer_for_run(run_path: Path, *, pretrained: str | None, texts: Iterator
 def iter_paragraphs(documents: Dataset, batch_size: int = 256) -> Iterator[str]:
     """Every paragraph of a documents dataset, streamed (the tokenizer trainer's input): the paragraphs column
     only, at most ``batch_size`` documents and about a megabyte of text at a time (long documents: fewer)."""
-    paragraphs = documents.select_columns(["paragraphs"])
-    for batch in paragraphs.iter(batch_size=batch_rows(paragraphs, batch_size)):
-        for texts in batch["paragraphs"]:
-            yield from texts
+    for texts in iter_column(documents, "paragraphs", batch_size):
+        yield from texts
 
 
 def load_hf_tokenizer(directory: str | Path) -> Tokenizer:
