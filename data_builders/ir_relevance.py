@@ -58,6 +58,7 @@ from tokenizers import Tokenizer
 
 from data_builders.language import CHINESE_STOPWORDS, segment
 from data_builders.segments import map_fingerprint
+from data_builders.tokenizer import encode_space_joined
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +299,8 @@ def chinese_paragraph_words(documents: Dataset) -> list[list[list[str]] | None] 
 def ir_relevance_batch(batch: dict[str, list], *, queries: dict[str, list[int]], passages: dict[str, list[int]],
                        cls_id: int, sep_id: int, max_seq_len: int) -> dict[str, list]:
     """``datasets.map`` function: (query, passage) texts -> ``input_ids`` and ``segment_ids``, from each
-    distinct text's token ids (:func:`encode_distinct`: a query serves three examples, a passage often more)."""
+    distinct text's token ids (:func:`~data_builders.tokenizer.encode_space_joined`: a query serves three
+    examples, a passage often more)."""
     input_ids, segment_ids = [], []
     for query, passage in zip(batch["query"], batch["passage"], strict=True):
         q = queries[query]
@@ -306,14 +308,6 @@ def ir_relevance_batch(batch: dict[str, list], *, queries: dict[str, list[int]],
         input_ids.append([cls_id, *q, sep_id, *p, sep_id])
         segment_ids.append([0] * (len(q) + 2) + [1] * (len(p) + 1))
     return {"input_ids": input_ids, "segment_ids": segment_ids}
-
-
-def encode_distinct(texts: list[str], tokenizer: Tokenizer, max_tokens: int) -> dict[str, list[int]]:
-    """Each distinct text of ``texts`` -> its first ``max_tokens`` token ids (no special tokens), one
-    ``encode_batch`` for all."""
-    distinct = list(dict.fromkeys(texts))
-    encodings = tokenizer.encode_batch(distinct, add_special_tokens=False)
-    return {text: encoding.ids[:max_tokens] for text, encoding in zip(distinct, encodings, strict=True)}
 
 
 def blocks(n: int, block_documents: int) -> list[tuple[int, int]]:
@@ -363,8 +357,8 @@ def build_ir_relevance(documents: Dataset, tokenizer: Tokenizer, *, max_seq_len:
         if work_dir is not None:
             work_dir.mkdir(parents=True, exist_ok=True)
             cache_file = str(work_dir / f"ir_block_{b:05d}_{os.getpid()}.arrow")
-        ids = {"queries": encode_distinct(rows["query"], tokenizer, max_query_tokens),
-               "passages": encode_distinct(rows["passage"], tokenizer, max_seq_len - 3)}
+        ids = {"queries": encode_space_joined(rows["query"], tokenizer, max_query_tokens),
+               "passages": encode_space_joined(rows["passage"], tokenizer, max_seq_len - 3)}
         parts.append(Dataset.from_dict(rows).map(
             ir_relevance_batch,
             batched=True,

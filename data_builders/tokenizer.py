@@ -7,12 +7,16 @@ Training is not bit-reproducible between runs, so a run trains once and then alw
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from data_builders.segments import iter_column
@@ -90,6 +94,78 @@ def load_tokenizer(path: str | Path, lowercase: bool = True) -> Tokenizer:
 def is_lowercasing(tok: Tokenizer) -> bool:
     """Whether the tokenizer lowercases its input (checked by behaviour, not by reading its config)."""
     return tok.normalizer is not None and tok.normalizer.normalize_str("AbC") == "abc"
+
+
+_PER_CHARACTER_NORMALIZERS = {"BertNormalizer", "Lowercase", "NFC", "NFD", "NFKC", "NFKD", "StripAccents"}
+_SPACE_SPLITTERS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
+_PIECE_SPLITTERS = _SPACE_SPLITTERS | {"Punctuation", "Digits", "Split", "UnicodeScripts"}
+
+
+def _normalizer_is_per_character(spec: dict | None) -> bool:
+    if spec is None:
+        return True
+    if spec["type"] == "Sequence":
+        return all(_normalizer_is_per_character(s) for s in spec["normalizers"])
+    return spec["type"] in _PER_CHARACTER_NORMALIZERS
+
+
+def splits_at_spaces(tok: Tokenizer) -> bool:
+    """Whether encoding ``" ".join(parts)`` (no special tokens) always gives the concatenated encodings of the
+    parts, so that a text's ids can be put together from the ids of its distinct words
+    (:func:`encode_space_joined`).
+
+    True for BERT-style tokenizers (ours, and a Hugging Face BERT's ``tokenizer.json``): a normalizer that maps
+    characters one by one (BERT's, lowercasing, Unicode forms, accent stripping), a pre-tokenizer that first
+    splits at whitespace and drops it (then optionally splits the pieces further), no truncation, and no added
+    token with a space inside. False otherwise (byte-level BPE or Metaspace, which mark a word's leading space;
+    ``Replace`` normalizers, which can match across a space): callers then encode whole texts."""
+    if tok.truncation is not None:
+        return False
+    spec = json.loads(tok.to_str())
+    pre = spec.get("pre_tokenizer")
+    if pre is None:
+        return False
+    steps = pre["pretokenizers"] if pre["type"] == "Sequence" else [pre]
+    if not steps or steps[0]["type"] not in _SPACE_SPLITTERS or any(s["type"] not in _PIECE_SPLITTERS
+                                                                     for s in steps[1:]):
+        return False
+    if any(" " in token["content"] for token in spec.get("added_tokens") or []):
+        return False
+    return _normalizer_is_per_character(spec.get("normalizer"))
+
+
+def encode_space_joined(texts: list[str], tok: Tokenizer, max_tokens: int, chunk_words: int = 2048
+                        ) -> dict[str, list[int]]:
+    """Each distinct text of ``texts`` -> its first ``max_tokens`` token ids (no special tokens): exactly
+    ``tok.encode(text, add_special_tokens=False).ids[:max_tokens]``.
+
+    When :func:`splits_at_spaces` holds, the tokenizer sees each distinct space-separated word once (in
+    pre-tokenized batches of ``chunk_words`` words), and numpy puts each text's ids together from its words'.
+    Texts that repeat their words pay: 14,000 Wikipedia passages of 64 words hold 90,269 distinct words, and
+    this takes 0.65 s against 1.55-1.7 s for ``encode_batch`` of the passages. Otherwise one ``encode_batch``
+    of the distinct texts."""
+    distinct = list(dict.fromkeys(texts))
+    if not distinct or not splits_at_spaces(tok):
+        encodings = tok.encode_batch(distinct, add_special_tokens=False)
+        return {text: encoding.ids[:max_tokens] for text, encoding in zip(distinct, encodings, strict=True)}
+    split = pc.split_pattern(pa.array(distinct, type=pa.large_string()), " ")
+    encoded = pc.dictionary_encode(split.flatten())
+    codes = encoded.indices.to_numpy().astype(np.int64)  # each word occurrence -> its distinct word
+    words = encoded.dictionary.to_pylist()
+    encodings = tok.encode_batch([words[i : i + chunk_words] for i in range(0, len(words), chunk_words)],
+                                 is_pretokenized=True, add_special_tokens=False)
+    ids = np.concatenate([np.asarray(e.ids, dtype=np.int64) for e in encodings])
+    owners = np.concatenate([np.asarray(e.word_ids, dtype=np.int64) + i * chunk_words
+                             for i, e in enumerate(encodings)])
+    counts = np.bincount(owners, minlength=len(words))  # tokens per distinct word
+    lengths = counts[codes]  # tokens per occurrence
+    ends = np.cumsum(lengths)
+    stream = ids[np.repeat((np.cumsum(counts) - counts)[codes] - (ends - lengths), lengths)
+                 + np.arange(int(ends[-1]) if len(ends) else 0)]  # every occurrence's ids, in order
+    bounds = np.concatenate([[0], ends])[split.offsets.to_numpy()]  # token range of each text
+    starts = bounds[:-1]
+    stops = np.minimum(bounds[1:], starts + max_tokens)
+    return {text: stream[a:b].tolist() for text, a, b in zip(distinct, starts.tolist(), stops.tolist(), strict=True)}
 
 
 def save_tokenizer(tok: Tokenizer, path: str | Path) -> Path:

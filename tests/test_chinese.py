@@ -434,6 +434,20 @@ def test_ir_relevance_uses_jieba_words_and_is_balanced(law, tmp_path):
     assert sharing >= 0.9 * weak  # (re-segmenting the truncated, decoded passage may miss a few)
 
 
+def test_chinese_passages_are_encoded_word_by_word_as_whole(law):
+    """The Chinese tokenizer (NFKC + BERT normalizer, symbols isolated) qualifies for IR relevance's
+    word-by-word encoding, and it gives each passage's own ids."""
+    from data_builders.ir_relevance import chinese_paragraph_words, collect_passages
+    from data_builders.tokenizer import encode_space_joined, splits_at_spaces
+
+    documents, tokenizer, tokenized = law
+    passages = collect_passages(documents["paragraphs"][:], 64, 12, chinese_paragraph_words(tokenized)).texts
+    assert splits_at_spaces(tokenizer) and len(passages) > 100
+    texts = [*passages, "第一条 ABC 公司 2019年 ×30厘米", "（一）全角 Ａｂｃ"]
+    assert encode_space_joined(texts, tokenizer, 125) == {
+        t: tokenizer.encode(t, add_special_tokens=False).ids[:125] for t in texts}
+
+
 def test_token_document_relation_labels_jieba_words(law, tmp_path):
     documents, tokenizer, tokenized = law
     examples = _task("token_document_relation", tokenizer).build(tokenized, _context(tokenizer, tokenized, tmp_path))

@@ -3,12 +3,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from data_builders.tokenizer import (
     TokenizerError,
+    encode_space_joined,
     is_lowercasing,
+    load_hf_tokenizer,
     load_tokenizer,
     save_tokenizer,
+    splits_at_spaces,
     tokenizer_for_run,
     train_wordpiece,
 )
@@ -74,3 +78,47 @@ def test_run_reuses_its_saved_tokenizer_instead_of_retraining(tmp_path: Path):
     second = tokenizer_for_run(run_file, pretrained=None, texts=None, cache_path=None, vocab_size=999,
                                min_frequency=1, lowercase=True)
     assert second.to_str() == first.to_str()
+
+
+ODD_TEXTS = ["", " ", "two  spaces", " leading and trailing ", "tab\tinside and\nnewline", "Café naïve ΣΟΦΊΑΣ",
+             "北京 is 中国的首都", "ctrl\x00char and \u200bzero width", "emoji 🙂 end.", "e.g. U.S.-based (1990–2000)"]
+
+
+def _check_space_joined(tok, texts):
+    for max_tokens in (5, 125):
+        expected = {t: tok.encode(t, add_special_tokens=False).ids[:max_tokens] for t in texts}
+        assert encode_space_joined(texts, tok, max_tokens) == expected
+
+
+def test_space_joined_encoding_is_the_tokenizers_own_on_real_passages(wiki_corpus, minilm_dir):
+    """IR relevance encodes its passages word by word (each distinct word once): exactly what encoding each
+    whole passage gives, with our trained tokenizer and a Hugging Face BERT's (all-MiniLM-L6-v2), on real
+    Wikipedia passages, titles and odd spacing."""
+    from data_builders.ir_relevance import collect_passages
+
+    documents, ours = wiki_corpus
+    passages = collect_passages(documents["paragraphs"][:], 64, 12).texts
+    texts = passages + documents["title"][:] + ODD_TEXTS + passages[:50]  # repeats: one entry per distinct text
+    assert len(passages) > 500
+    for tok in (ours, load_hf_tokenizer(minilm_dir)):
+        assert splits_at_spaces(tok)
+        _check_space_joined(tok, texts)
+    assert encode_space_joined([], ours, 10) == {}
+
+
+def test_tokenizers_that_mark_a_leading_space_are_encoded_whole():
+    """Byte-level BPE and Metaspace encode a word differently after a space: no word-by-word shortcut, and the
+    result is still the tokenizer's own."""
+    byte_level = Tokenizer(models.BPE())
+    byte_level.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level.train_from_iterator(TEXTS, trainers.BpeTrainer(vocab_size=400, show_progress=False,
+                                                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    metaspace = Tokenizer(models.Unigram())
+    metaspace.pre_tokenizer = pre_tokenizers.Metaspace()
+    metaspace.train_from_iterator(TEXTS, trainers.UnigramTrainer(vocab_size=200, show_progress=False))
+    for tok in (byte_level, metaspace):
+        assert not splits_at_spaces(tok)
+        _check_space_joined(tok, [*TEXTS[:3], "Regan  Slater", "plays football."])
+    truncating = train_wordpiece(TEXTS, vocab_size=300, min_frequency=1)
+    truncating.enable_truncation(4)
+    assert not splits_at_spaces(truncating)
