@@ -27,6 +27,9 @@ from datasets import Dataset
 from tokenizers import Tokenizer, pre_tokenizers
 
 from data_builders.knowledge import (
+    LexiconIndex,
+    batch_knowledge_spans,
+    covered,
     find_chinese_entity_spans,
     find_entity_spans,
     find_phrase_spans,
@@ -68,12 +71,14 @@ class Lexicon:
     titles: frozenset[tuple[str, ...]] = frozenset()
     phrase_starts: dict[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
     title_starts: dict[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
+    index: LexiconIndex = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phrases", frozenset(self.phrases))
         object.__setattr__(self, "titles", frozenset(self.titles))
         object.__setattr__(self, "phrase_starts", start_index(self.phrases))
         object.__setattr__(self, "title_starts", start_index(self.titles))
+        object.__setattr__(self, "index", LexiconIndex(self.phrases, self.titles))
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # shards may write it at once
@@ -331,41 +336,24 @@ def knowledge_masking_table(batch: pa.Table, *, tokenizer: Tokenizer, lexicon: L
             or np.any((sentence_word_counts == 0) & (sentence_lengths_np > 0))):
         return _table(knowledge_masking_batch(batch.to_pydict(), **options))
     gazetteer = lexicon.titles if use_entities else None
-    forms = word_forms(flat.dictionary, lexicon.phrases, lexicon.phrase_starts, gazetteer, lexicon.title_starts)
-    # sentences where an entity (a title opening at a capitalized word, or a run of >= 2 capitalized words)
-    # or a phrase can start; the others are all single words
-    searched = np.zeros(len(sentence_word_counts), dtype=bool)
-    if n_words:
-        sentence_of = word_sentence
-        if gazetteer is not None:
-            capitalized = np.array([f[1] for f in forms], dtype=bool)[flat.word_codes]
-            opens_title = np.array([bool(f[4]) for f in forms], dtype=bool)[flat.word_codes]
-            searched |= np.bincount(sentence_of, weights=capitalized, minlength=len(searched)) >= 2
-            searched[sentence_of[opens_title]] = True
-        if lexicon.phrases:
-            opens_phrase = np.array([bool(f[5]) for f in forms], dtype=bool)[flat.word_codes]
-            searched[sentence_of[opens_phrase]] = True
-    unit_starts = np.ones(n_words, dtype=np.int64)  # 1 where a word opens a unit
-    span_words, span_levels = [], []
-    codes = flat.word_codes.tolist() if n_words else []
-    sentence_words = flat.sentence_words.tolist()
-    dictionary = flat.dictionary
-    for k in np.flatnonzero(searched).tolist():
-        w0, w1 = sentence_words[k], sentence_words[k + 1]
-        sentence_codes = codes[w0:w1]
-        entities, phrases = sentence_knowledge_spans(
-            [dictionary[c] for c in sentence_codes], lexicon.phrases, lexicon.phrase_starts, max_phrase_words,
-            gazetteer, lexicon.title_starts, forms=[forms[c] for c in sentence_codes])
-        for spans, level in ((entities, ENTITY), (phrases, PHRASE)):
-            for start, end in spans:
-                unit_starts[w0 + start + 1 : w0 + end] = 0
-                span_words.append(w0 + start)
-                span_levels.append(level)
+    forms = word_forms(flat.dictionary, lexicon.phrases, lexicon.phrase_starts, gazetteer, lexicon.title_starts,
+                       lexicon.index.vocabulary)
+    codes = flat.word_codes
+    flags = np.fromiter((f[6] for f in forms), dtype=np.int64, count=len(forms))[codes]
+    lexicon_ids = np.fromiter((f[7] for f in forms), dtype=np.int64, count=len(forms))[codes]
+    entity_starts, entity_ends, phrase_starts, phrase_ends = batch_knowledge_spans(
+        lexicon_ids, flags, flat.sentence_words, lexicon.index, entities=gazetteer is not None,
+        phrases=bool(lexicon.phrases), max_phrase_words=max_phrase_words)
+    span_words = np.concatenate([entity_starts, phrase_starts])
+    span_levels = np.concatenate([np.full(len(entity_starts), ENTITY, dtype=np.int64),
+                                  np.full(len(phrase_starts), PHRASE, dtype=np.int64)])
+    # 1 where a word opens a unit: all but the words after a span's first
+    unit_starts = (~covered(span_words + 1, np.concatenate([entity_ends, phrase_ends]), n_words)).astype(np.int64)
     word_unit = np.cumsum(unit_starts) - 1  # the batch-wide unit of each word
     n_units = int(word_unit[-1]) + 1 if n_words else 0
     unit_levels = np.full(n_units, WORD, dtype=np.int64)
-    if span_words:
-        unit_levels[word_unit[np.array(span_words)]] = span_levels
+    if span_words.size:
+        unit_levels[word_unit[span_words]] = span_levels
     token_unit = np.repeat(word_unit, word_ends - word_tokens)  # words partition the tokens
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     budget = max_seq_len - 2

@@ -1,9 +1,22 @@
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pytest
 
 from data_builders.corpus import build_documents
-from data_builders.knowledge import find_entity_spans, find_phrase_spans, mine_phrases, npmi, title_gazetteer
+from data_builders.knowledge import (
+    LexiconIndex,
+    batch_knowledge_spans,
+    find_entity_spans,
+    find_phrase_spans,
+    mine_phrases,
+    npmi,
+    start_index,
+    title_gazetteer,
+    word_forms,
+)
 from data_builders.knowledge_masking import (
     ENTITY,
     PHRASE,
@@ -101,3 +114,57 @@ def test_phrase_sample_is_bounded_by_characters_not_only_documents(wiki_corpus):
     assert positions[-1] >= len(documents) * 3 // 4
     assert 0.5 * total / 4 <= document_characters(sample) <= 1.5 * total / 4
     assert len(phrase_sample(documents, 5000, 1)) == 1  # never empty
+
+
+def _reference_spans(words, phrases, gazetteer, max_phrase_words=4):
+    """find_entity_spans, then find_phrase_spans with the entities' words blocked: the sentence-at-a-time rules."""
+    entities = find_entity_spans(words, gazetteer) if gazetteer is not None else []
+    blocked = [False] * len(words)
+    for start, end in entities:
+        blocked[start:end] = [True] * (end - start)
+    found = find_phrase_spans([w.lower() for w in words], phrases, max_phrase_words, blocked) if phrases else []
+    return entities, found
+
+
+@pytest.mark.parametrize("use_titles", [True, False])
+@pytest.mark.parametrize("use_phrases", [True, False])
+def test_batch_spans_are_the_sentence_rules_on_random_sentences(use_titles, use_phrases):
+    """Whole batches in numpy (batch_knowledge_spans) give what the greedy sentence matchers give, on
+    sentences drawn to collide: titles inside titles, phrases across entities, connectors, hyphens and initials
+    in names, capitalized stopwords, titles longer than 8 words, words outside the lexicon, empty sentences."""
+    vocabulary = ("The New York Times of de - . J D the city united states in In Cooper Thomas report "
+                  "UNITED States York new Σ ΣΟΦΊΑ 3 A").split()
+    phrases = {("new", "york"), ("new", "york", "times"), ("united", "states"), ("the", "city", "of"),
+               ("york", "times"), ("city", "report"), ("states", "in", "the", "city"), ("in", "the")}
+    titles = {("new", "york", "times"), ("the", "new", "york"), ("cooper", "thomas"), ("j", "d"),
+              ("york", "times", "report"), ("a", "new", "york", "times", "report", "of", "the", "city"),
+              ("a", "new", "york", "times", "report", "of", "the", "city", "report")}
+    phrases = phrases if use_phrases else set()
+    gazetteer = titles if use_titles else None
+    index = LexiconIndex(phrases, titles if use_titles else set())
+    rng = random.Random(7)
+    sentences = [[rng.choice(vocabulary) for _ in range(rng.choice([0, 1, 2, 5, 12, 30]))] for _ in range(1000)]
+    dictionary = sorted({w for sentence in sentences for w in sentence})
+    code = {w: i for i, w in enumerate(dictionary)}
+    forms = word_forms(dictionary, phrases, start_index(phrases), gazetteer,
+                       start_index(titles) if use_titles else None, index.vocabulary)
+    flat = [code[w] for sentence in sentences for w in sentence]
+    flags = np.array([forms[c][6] for c in flat], dtype=np.int64)
+    ids = np.array([forms[c][7] for c in flat], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum([len(s) for s in sentences])]).astype(np.int64)
+    entity_starts, entity_ends, phrase_starts, phrase_ends = batch_knowledge_spans(
+        ids, flags, starts, index, entities=gazetteer is not None, phrases=bool(phrases), max_phrase_words=4)
+    found = {"entities": 0, "phrases": 0}
+    for k, sentence in enumerate(sentences):
+        a, b = int(starts[k]), int(starts[k + 1])
+
+        def inside(lo, hi, a=a, b=b):
+            return [(int(x) - a, int(y) - a) for x, y in zip(lo, hi, strict=True) if a <= x < b]
+
+        entities, spans = _reference_spans(sentence, phrases, gazetteer)
+        assert inside(entity_starts, entity_ends) == entities, sentence
+        assert inside(phrase_starts, phrase_ends) == spans, sentence
+        found["entities"] += len(entities)
+        found["phrases"] += len(spans)
+    assert found["entities"] > 200 if use_titles else found["entities"] == 0
+    assert found["phrases"] > 40 if use_phrases else found["phrases"] == 0
