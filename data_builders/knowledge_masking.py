@@ -115,8 +115,11 @@ def phrase_sample(documents: Dataset, max_documents: int, max_chars: int) -> Dat
         return documents
     per_document = document_characters(documents) / n
     limit = min(max_documents, max(1, int(max_chars // max(per_document, 1.0))))
-    step = max(1, n // limit)
-    return documents.select(range(0, n, step)[:limit])
+    if n <= limit:
+        return documents
+    # spread over the whole corpus (an integer step n // limit would take the first `limit` documents of any
+    # corpus with fewer than 2 * limit of them)
+    return documents.select([i * n // limit for i in range(limit)])
 
 
 def build_lexicon(documents: Dataset, tokenizer: Tokenizer, *, phrases: bool, titles: bool,

@@ -75,7 +75,7 @@ class KnowledgeMaskingTask(PretrainTask):
     document_local = True
     config_class = KnowledgeMaskingConfig
     label_summary = "vocabulary"
-    builder_version = 1
+    builder_version = 2  # 2: the phrase sample is spread over the whole corpus (was its first documents)
     build_cost = 0.9
 
     @property

@@ -106,6 +106,10 @@ def test_phrase_sample_is_bounded_by_characters_not_only_documents(wiki_corpus):
     # an unbinding character bound: the documents rule alone (evenly spaced, at most max_documents)
     assert phrase_sample(documents, 5000, 10 * total)["id"] == documents["id"]
     assert phrase_sample(documents, 50, 10 * total)["id"] == documents["id"][::4][:50]
+    # between half and all of the corpus: still spread over all of it, not its first documents
+    spread = [documents["id"].index(doc_id) for doc_id in phrase_sample(documents, 150, 10 * total)["id"]]
+    gaps = {b - a for a, b in zip(spread, spread[1:], strict=False)}
+    assert len(spread) == 150 and spread[-1] >= 195 and gaps == {1, 2}
     # a quarter of the characters: about a quarter of the documents, evenly spaced over the whole corpus
     sample = phrase_sample(documents, 5000, total // 4)
     ids = documents["id"]
