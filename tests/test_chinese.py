@@ -529,13 +529,15 @@ def test_the_pretrained_zh_debug_encoder_fine_tunes_above_the_majority_class_on_
     result, tmp_path = zh_pretrained
     config = load_finetune_config(None, [f"chnsenticorp_dir={CHNSENTICORP}", f"run_dir={tmp_path / 'ft'}",
                                          "max_seq_len=48", "max_train_examples=2000", "max_eval_examples=400",
-                                         "max_steps=300", "lr=2e-3"])
+                                         "max_steps=500", "lr=1e-3"])
     scores = api.finetune(result.run_dir, ["chnsenticorp"], config, progress=False)
     baseline, dev = scores["baseline"]["chnsenticorp"]["accuracy"], scores["dev"]["chnsenticorp"]["accuracy"]
     assert baseline == pytest.approx(191 / 400)  # majority class (negative) on the 400 dev reviews picked
-    # Measured: 0.735 (100 steps: 0.5225; 300 steps at lr 1e-3: 0.5225, this encoder needs ~300 steps at 2e-3
-    # to leave the majority class). The law-trained vocabulary lacks some everyday characters of the reviews
-    # (什, 么, 孩, 她, ！ are [UNK]: 8.5% of the dev tokens), which the pretraining cannot teach.
+    # Measured over fine-tuning seeds 0-9 on one pretrained encoder: 0.7125-0.79 (seed 0: 0.7125). At lr 2e-3
+    # and 300 steps (this test before session 11) seed 3 collapsed to one class (0.4775; seeds 0-2: 0.755-0.79),
+    # and so did a full-suite run at seed 0; 300 steps at 1e-3 had not left the majority class yet (0.5225).
+    # The law-trained vocabulary lacks some everyday characters of the reviews (什, 么, 孩, 她, ！ are [UNK]:
+    # 8.5% of the dev tokens), which the pretraining cannot teach.
     assert dev > baseline + 0.15, scores["dev"]
 
     initial = api.pretrain(_zh_debug_config(tmp_path, tmp_path / "init"), stop_at=0, progress=False)
