@@ -316,8 +316,9 @@ def _table(out: dict[str, list]) -> pa.Table:
 def knowledge_masking_table(batch: pa.Table, *, tokenizer: Tokenizer, lexicon: Lexicon, use_entities: bool,
                             max_seq_len: int, max_phrase_words: int, min_tokens: int) -> pa.Table:
     """:func:`knowledge_masking_batch` on an Arrow batch carrying the shared tokenization pass: the same
-    examples. Entities and phrases are searched (in Python) only in the sentences where one can start, and
-    units, token units and levels are computed with numpy over the batch's flattened words and tokens.
+    examples. Entities and phrases are found for the whole batch at once (:func:`~data_builders.knowledge.
+    batch_knowledge_spans`), and units, token units and levels are computed with numpy over the batch's
+    flattened words and tokens.
     Batches with Chinese documents, or whose word starts do not partition the tokens, go through
     :func:`knowledge_masking_batch`."""
     options = {"tokenizer": tokenizer, "lexicon": lexicon, "use_entities": use_entities,
