@@ -86,7 +86,7 @@ class PretrainTask(ABC):
 
     build_cost: ClassVar[float] = 1.0
     """About how many CPU seconds per thousand Wikipedia documents the builder takes, corpus statistics
-    included (docs/PERFORMANCE.md): a parallel build (``data.num_proc`` > 1) starts the costliest tasks first,
+    included (docs/PERFORMANCE.md, session 11's first run): a parallel build (``data.num_proc`` > 1) starts the costliest tasks first,
     so that the workers finish together. Only the order depends on it, never the examples."""
 
     def __init__(self, config: Any, special: SpecialIds) -> None:

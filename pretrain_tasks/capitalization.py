@@ -41,7 +41,7 @@ class CapitalizationTask(PretrainTask):
     config_class = CapitalizationConfig
     label_summary = "2 (3 with scheme three_way)"
     builder_version = 1
-    build_cost = 0.17
+    build_cost = 0.12
 
     @property
     def num_labels(self) -> int:

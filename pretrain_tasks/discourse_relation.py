@@ -60,7 +60,7 @@ class DiscourseRelationTask(PretrainTask):
     config_class = DiscourseRelationConfig
     label_summary = str(len(RELATIONS))
     builder_version = 1
-    build_cost = 0.15
+    build_cost = 0.12
 
     @property
     def num_labels(self) -> int:

@@ -52,7 +52,7 @@ class IRRelevanceTask(PretrainTask):
     config_class = IRRelevanceConfig
     label_summary = str(len(LABELS))
     builder_version = 1
-    build_cost = 1.0
+    build_cost = 0.55
 
     @property
     def num_labels(self) -> int:

@@ -76,7 +76,7 @@ class KnowledgeMaskingTask(PretrainTask):
     config_class = KnowledgeMaskingConfig
     label_summary = "vocabulary"
     builder_version = 2  # 2: the phrase sample is spread over the whole corpus (was its first documents)
-    build_cost = 0.9
+    build_cost = 0.6
 
     @property
     def num_labels(self) -> int:

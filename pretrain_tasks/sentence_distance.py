@@ -37,7 +37,7 @@ class SentenceDistanceTask(PretrainTask):
     config_class = SentenceDistanceConfig
     label_summary = "3"
     builder_version = 1
-    build_cost = 0.33
+    build_cost = 0.27
     reads_sentence_tokens = True  # its pairs' token ids come from the shared pass (the same ids)
 
     @property

@@ -41,7 +41,7 @@ class SentenceReorderingTask(PretrainTask):
     config_class = SentenceReorderingConfig
     label_summary = "9 at m=3 (1!+...+m!)"
     builder_version = 1
-    build_cost = 0.15
+    build_cost = 0.1
 
     @property
     def num_labels(self) -> int:

@@ -47,7 +47,7 @@ class TokenDocumentRelationTask(PretrainTask):
     config_class = TokenDocumentRelationConfig
     label_summary = "2"
     builder_version = 1
-    build_cost = 0.6
+    build_cost = 0.4
 
     @property
     def num_labels(self) -> int:
