@@ -74,8 +74,8 @@ class DataConfig:
     """Worker processes for example building (forked; the same examples as one process): the shared
     tokenization pass in blocks, then whole tasks, corpus statistics included, one per worker, the costliest
     first. More workers than tasks do not help the second part: past about 7 per node, build in shards
-    (``build-data --shard K/N``, docs/DISTRIBUTED.md). Measured 1.83-1.96x at 2 on the Wikipedia sample in
-    three runs of session 11, 1.40-1.83x in four earlier ones (docs/PERFORMANCE.md); each worker adds a few
+    (``build-data --shard K/N``, docs/DISTRIBUTED.md). Measured 1.68-2.04x at 2 on the Wikipedia sample in
+    seven runs of session 11, 1.40-1.83x in four earlier ones (docs/PERFORMANCE.md); each worker adds a few
     hundred MB."""
     statistics_documents: int = 100_000
     """Corpus statistics (tokenizer training, the knowledge-masking lexicon, frequent words, discourse class
