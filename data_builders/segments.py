@@ -310,15 +310,21 @@ def framed_lists(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, first
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat).cast(value_type))
 
 
-def ragged_lists(values: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-                 value_type: pa.DataType = INT64) -> pa.Array:
-    """``values[a:b]`` for each ``(a, b)`` of ``starts``/``ends``, as an Arrow list array of ``value_type``."""
+def ragged_take(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``values[a:b]`` for each ``(a, b)`` of ``starts``/``ends``, concatenated (int64), and where each piece
+    begins in it (``len(starts) + 1`` offsets)."""
     starts = np.asarray(starts, dtype=np.int64)
     lengths = np.asarray(ends, dtype=np.int64) - starts
     offsets = np.zeros(len(starts) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     source = np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]), dtype=np.int64)
-    flat = np.asarray(values, dtype=np.int64)[source]
+    return np.asarray(values, dtype=np.int64)[source], offsets
+
+
+def ragged_lists(values: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                 value_type: pa.DataType = INT64) -> pa.Array:
+    """``values[a:b]`` for each ``(a, b)`` of ``starts``/``ends``, as an Arrow list array of ``value_type``."""
+    flat, offsets = ragged_take(values, starts, ends)
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat).cast(value_type))
 
 

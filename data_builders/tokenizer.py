@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from data_builders.segments import iter_column
+from data_builders.segments import iter_column, ragged_take
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -158,11 +158,10 @@ def encode_space_joined(texts: list[str], tok: Tokenizer, max_tokens: int, chunk
     owners = np.concatenate([np.asarray(e.word_ids, dtype=np.int64) + i * chunk_words
                              for i, e in enumerate(encodings)])
     counts = np.bincount(owners, minlength=len(words))  # tokens per distinct word
-    lengths = counts[codes]  # tokens per occurrence
-    ends = np.cumsum(lengths)
-    stream = ids[np.repeat((np.cumsum(counts) - counts)[codes] - (ends - lengths), lengths)
-                 + np.arange(int(ends[-1]) if len(ends) else 0)]  # every occurrence's ids, in order
-    bounds = np.concatenate([[0], ends])[split.offsets.to_numpy()]  # token range of each text
+    word_starts = np.cumsum(counts) - counts
+    # every word occurrence's ids, in order, and where each occurrence begins
+    stream, occurrence_starts = ragged_take(ids, word_starts[codes], word_starts[codes] + counts[codes])
+    bounds = occurrence_starts[split.offsets.to_numpy()]  # token range of each text
     starts = bounds[:-1]
     stops = np.minimum(bounds[1:], starts + max_tokens)
     return {text: stream[a:b].tolist() for text, a, b in zip(distinct, starts.tolist(), stops.tolist(), strict=True)}

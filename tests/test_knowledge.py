@@ -7,13 +7,11 @@ import pytest
 
 from data_builders.corpus import build_documents
 from data_builders.knowledge import (
-    LexiconIndex,
     batch_knowledge_spans,
     find_entity_spans,
     find_phrase_spans,
     mine_phrases,
     npmi,
-    start_index,
     title_gazetteer,
     word_forms,
 )
@@ -120,20 +118,11 @@ def test_phrase_sample_is_bounded_by_characters_not_only_documents(wiki_corpus):
     assert len(phrase_sample(documents, 5000, 1)) == 1  # never empty
 
 
-def _reference_spans(words, phrases, gazetteer, max_phrase_words=4):
-    """find_entity_spans, then find_phrase_spans with the entities' words blocked: the sentence-at-a-time rules."""
-    entities = find_entity_spans(words, gazetteer) if gazetteer is not None else []
-    blocked = [False] * len(words)
-    for start, end in entities:
-        blocked[start:end] = [True] * (end - start)
-    found = find_phrase_spans([w.lower() for w in words], phrases, max_phrase_words, blocked) if phrases else []
-    return entities, found
-
-
-@pytest.mark.parametrize("use_titles", [True, False])
+@pytest.mark.parametrize("use_entities", [True, False])
 @pytest.mark.parametrize("use_phrases", [True, False])
-def test_batch_spans_are_the_sentence_rules_on_random_sentences(use_titles, use_phrases):
-    """Whole batches in numpy (batch_knowledge_spans) give what the greedy sentence matchers give, on
+def test_batch_spans_are_the_sentence_rules_on_random_sentences(use_entities, use_phrases):
+    """Whole batches in numpy (batch_knowledge_spans) give the spans of the greedy sentence matchers
+    (sentence_units: find_entity_spans, then find_phrase_spans with the entities' words blocked), on
     sentences drawn to collide: titles inside titles, phrases across entities, connectors, hyphens and initials
     in names, capitalized stopwords, titles longer than 8 words, words outside the lexicon, empty sentences."""
     vocabulary = ("The New York Times of de - . J D the city united states in In Cooper Thomas report "
@@ -143,21 +132,19 @@ def test_batch_spans_are_the_sentence_rules_on_random_sentences(use_titles, use_
     titles = {("new", "york", "times"), ("the", "new", "york"), ("cooper", "thomas"), ("j", "d"),
               ("york", "times", "report"), ("a", "new", "york", "times", "report", "of", "the", "city"),
               ("a", "new", "york", "times", "report", "of", "the", "city", "report")}
-    phrases = phrases if use_phrases else set()
-    gazetteer = titles if use_titles else None
-    index = LexiconIndex(phrases, titles if use_titles else set())
+    lexicon = Lexicon(phrases if use_phrases else set(), titles if use_entities else set())
     rng = random.Random(7)
     sentences = [[rng.choice(vocabulary) for _ in range(rng.choice([0, 1, 2, 5, 12, 30]))] for _ in range(1000)]
     dictionary = sorted({w for sentence in sentences for w in sentence})
     code = {w: i for i, w in enumerate(dictionary)}
-    forms = word_forms(dictionary, phrases, start_index(phrases), gazetteer,
-                       start_index(titles) if use_titles else None, index.vocabulary)
+    forms = word_forms(dictionary, lexicon.phrases, lexicon.phrase_starts, lexicon.titles if use_entities else None,
+                       lexicon.title_starts, lexicon.index.vocabulary)
     flat = [code[w] for sentence in sentences for w in sentence]
     flags = np.array([forms[c][6] for c in flat], dtype=np.int64)
     ids = np.array([forms[c][7] for c in flat], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum([len(s) for s in sentences])]).astype(np.int64)
     entity_starts, entity_ends, phrase_starts, phrase_ends = batch_knowledge_spans(
-        ids, flags, starts, index, entities=gazetteer is not None, phrases=bool(phrases), max_phrase_words=4)
+        ids, flags, starts, lexicon.index, entities=use_entities, phrases=use_phrases, max_phrase_words=4)
     found = {"entities": 0, "phrases": 0}
     for k, sentence in enumerate(sentences):
         a, b = int(starts[k]), int(starts[k + 1])
@@ -165,10 +152,12 @@ def test_batch_spans_are_the_sentence_rules_on_random_sentences(use_titles, use_
         def inside(lo, hi, a=a, b=b):
             return [(int(x) - a, int(y) - a) for x, y in zip(lo, hi, strict=True) if a <= x < b]
 
-        entities, spans = _reference_spans(sentence, phrases, gazetteer)
+        units = sentence_units(sentence, lexicon, use_entities=use_entities, max_phrase_words=4)
+        entities = [(start, end) for start, end, level in units if level == ENTITY]
+        spans = [(start, end) for start, end, level in units if level == PHRASE]
         assert inside(entity_starts, entity_ends) == entities, sentence
         assert inside(phrase_starts, phrase_ends) == spans, sentence
         found["entities"] += len(entities)
         found["phrases"] += len(spans)
-    assert found["entities"] > 200 if use_titles else found["entities"] == 0
+    assert found["entities"] > 200 if use_entities else found["entities"] == 0
     assert found["phrases"] > 40 if use_phrases else found["phrases"] == 0
