@@ -126,7 +126,7 @@ def build_all(files: list[str], work: Path, tasks: list[str], num_proc: int = 1)
         sentence_tokens_in_blocks,
         statistics_sample,
     )
-    from pretrain_tasks.base import BuildContext, SpecialIds
+    from ernie_cmtl.tasks import BuildContext, SpecialIds
 
     timings, peaks, cpu = {}, {}, {}  # cpu: process CPU seconds, what a stage costs on a machine others share
     sampler = AnonymousMemorySampler()
@@ -273,7 +273,7 @@ def bench_masking(files: list[str], batches: int = 30, batch_size: int = 32) -> 
 
     from data_builders.corpus import build_documents
     from data_builders.tokenizer import iter_paragraphs, train_wordpiece
-    from pretrain_tasks.base import BuildContext, SpecialIds
+    from ernie_cmtl.tasks import BuildContext, SpecialIds
     from pretrain_tasks.knowledge_masking import KnowledgeMaskingConfig, KnowledgeMaskingTask
 
     documents = build_documents(files[:2])

@@ -92,7 +92,7 @@ def export_task_mix(path: Path, batch_size: int, window: int, per_task: int, cor
                     cache_dir: str) -> None:
     """Build the task mix here and write what the GPU run needs into one file."""
     from bench import task_mix as mix_lib
-    from pretrain_tasks.base import PretrainTask
+    from ernie_cmtl.tasks import PretrainTask
 
     mix = mix_lib.build_task_mix(corpus, cache_dir)
     grouped, plain = mix_lib.sample_batches(mix, batch_size, window, per_task)

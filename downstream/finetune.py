@@ -70,7 +70,7 @@ from ernie_cmtl.engine import lr_lambda, param_groups
 from ernie_cmtl.hf import is_hf_model_dir, load_hf_model
 from ernie_cmtl.model import Encoder, PairMatchingHead, SequenceClassificationHead
 from ernie_cmtl.monitor import resolve_wandb_mode
-from pretrain_tasks.base import pad_sequences
+from ernie_cmtl.tasks import pad_sequences
 
 log = logging.getLogger(__name__)
 

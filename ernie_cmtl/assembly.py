@@ -76,7 +76,7 @@ def resolve_init_from(model: ModelConfig) -> ModelConfig:
 
 def resolve_task_configs(sections: dict[str, Any]) -> dict[str, Any]:
     """Turn ``tasks.<name>`` mappings into the typed config objects of the registered task plugins."""
-    from pretrain_tasks.registry import get_task_class
+    from ernie_cmtl.registry import get_task_class
 
     if not sections:
         raise ConfigError("tasks: expected at least one task (e.g. tasks: {knowledge_masking: {}})")

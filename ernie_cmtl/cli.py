@@ -245,7 +245,7 @@ def _cmd_build_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
-    from pretrain_tasks.registry import available_tasks, get_task_class, task_package
+    from ernie_cmtl.registry import available_tasks, get_task_class, task_package
 
     rows = [("task", "package", "level", "labels", "description")]
     for name in available_tasks():
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     from ernie_cmtl.data import DataBuildError
     from ernie_cmtl.hf import HFCheckpointError
     from ernie_cmtl.report import ReportError
-    from pretrain_tasks.registry import TaskRegistryError
+    from ernie_cmtl.registry import TaskRegistryError
 
     handlers = {"pretrain": _cmd_pretrain, "build-data": _cmd_build_data, "tasks": _cmd_tasks, "plan": _cmd_plan}
     handlers["report"] = _cmd_report

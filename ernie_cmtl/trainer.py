@@ -34,7 +34,7 @@ from ernie_cmtl.hf import HFCheckpointError, HFModel, load_into
 from ernie_cmtl.model import Encoder, PretrainingModel, flops_per_token
 from ernie_cmtl.monitor import Monitor, gradient_affinity
 from ernie_cmtl.scheduler import build_plan
-from pretrain_tasks.base import PretrainTask
+from ernie_cmtl.tasks import PretrainTask
 
 log = logging.getLogger(__name__)
 

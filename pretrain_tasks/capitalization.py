@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from data_builders.capitalization import build_capitalization
 from ernie_cmtl.config import ModelConfig, require
 from ernie_cmtl.model import TokenClassificationHead
-from pretrain_tasks.base import BuildContext, PretrainTask, collate_token_classification
+from ernie_cmtl.tasks import BuildContext, PretrainTask, collate_token_classification
 
 
 @dataclass

@@ -19,7 +19,7 @@ from data_builders.discourse_relation import (
 )
 from ernie_cmtl.config import ModelConfig, require
 from ernie_cmtl.model import SequenceClassificationHead
-from pretrain_tasks.base import BuildContext, PretrainTask, collate_sequence_classification
+from ernie_cmtl.tasks import BuildContext, PretrainTask, collate_sequence_classification
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from data_builders.knowledge_masking import LEVELS, Lexicon, build_knowledge_masking, build_lexicon
 from ernie_cmtl.config import ModelConfig, require
 from ernie_cmtl.model import MaskedLMHead
-from pretrain_tasks.base import BuildContext, PretrainTask, pad_sequences
+from ernie_cmtl.tasks import BuildContext, PretrainTask, pad_sequences
 
 
 @dataclass

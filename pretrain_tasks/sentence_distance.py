@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from data_builders.sentence_distance import build_sentence_distance
 from ernie_cmtl.config import ModelConfig, require
 from ernie_cmtl.model import SequenceClassificationHead
-from pretrain_tasks.base import BuildContext, PretrainTask, collate_sequence_classification
+from ernie_cmtl.tasks import BuildContext, PretrainTask, collate_sequence_classification
 
 
 @dataclass

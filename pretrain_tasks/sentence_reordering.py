@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from data_builders.sentence_reordering import MAX_SEGMENTS, build_sentence_reordering, num_reordering_classes
 from ernie_cmtl.config import ModelConfig, require
 from ernie_cmtl.model import SequenceClassificationHead
-from pretrain_tasks.base import BuildContext, PretrainTask, collate_sequence_classification
+from ernie_cmtl.tasks import BuildContext, PretrainTask, collate_sequence_classification
 
 
 @dataclass

@@ -17,7 +17,7 @@ from data_builders.token_document_relation import (
 )
 from ernie_cmtl.config import ModelConfig, require
 from ernie_cmtl.model import TokenClassificationHead
-from pretrain_tasks.base import BuildContext, PretrainTask, collate_token_classification
+from ernie_cmtl.tasks import BuildContext, PretrainTask, collate_token_classification
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from data_builders.corpus import DOCUMENT_FEATURES
-from pretrain_tasks.base import BuildContext
+from ernie_cmtl.tasks import BuildContext
 
 
 def hand_made_documents(*docs: list[list[str]]) -> Dataset:

@@ -30,7 +30,7 @@ from data_builders.language import (
 from data_builders.markdown import parse_markdown
 from data_builders.segments import add_sentence_tokens, tokenize_chinese_sentences
 from data_builders.tokenizer import load_tokenizer, save_hf_tokenizer_files, train_chinese_wordpiece
-from pretrain_tasks.base import BuildContext, SpecialIds
+from ernie_cmtl.tasks import BuildContext, SpecialIds
 from tests.conftest import SHARED_DATA
 
 LAW = SHARED_DATA / "chinese-laws-lawrefbook"
@@ -281,7 +281,7 @@ def test_a_token_crossing_a_jieba_boundary_merges_the_words():
 
 def _task(name: str, tokenizer, **section):
     from ernie_cmtl.assembly import resolve_task_configs
-    from pretrain_tasks.registry import get_task_class
+    from ernie_cmtl.registry import get_task_class
 
     config = resolve_task_configs({name: section})[name]
     return get_task_class(name)(config, SpecialIds.from_tokenizer(tokenizer))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from data_builders.knowledge_masking import ENTITY, PHRASE, WORD
-from pretrain_tasks.base import BuildContext, SpecialIds
+from ernie_cmtl.tasks import BuildContext, SpecialIds
 from pretrain_tasks.knowledge_masking import (
     KnowledgeMaskingConfig,
     KnowledgeMaskingTask,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pretrain_tasks.registry import available_tasks, get_task_class, task_package
+from ernie_cmtl.registry import available_tasks, get_task_class, task_package
 
 REPO = Path(__file__).resolve().parents[1]
 BUILT_IN = ["capitalization", "discourse_relation", "ir_relevance", "knowledge_masking", "sentence_distance",

@@ -15,7 +15,7 @@ from data_builders.segments import (
 )
 from ernie_cmtl.assembly import load_config
 from ernie_cmtl.data import make_tasks, prepare_data
-from pretrain_tasks.base import BuildContext, SpecialIds
+from ernie_cmtl.tasks import BuildContext, SpecialIds
 
 
 def test_tokenized_columns_give_the_same_sentences(wiki_corpus):

@@ -13,7 +13,7 @@ import pytest
 from ernie_cmtl import api
 from ernie_cmtl.cli import main
 from ernie_cmtl.data import DataBuildError, PreparedData, parse_shard, shard_of, statistics_sample
-from pretrain_tasks.registry import get_task_class
+from ernie_cmtl.registry import get_task_class
 
 SHARDS = 3
 ALL_TASKS = ["knowledge_masking", "capitalization", "token_document_relation", "sentence_reordering",

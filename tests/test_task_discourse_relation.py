@@ -19,7 +19,7 @@ from data_builders.discourse_relation import (
 )
 from data_builders.tokenizer import train_wordpiece
 from ernie_cmtl.config import ConfigError, ModelConfig
-from pretrain_tasks.base import BuildContext, SpecialIds
+from ernie_cmtl.tasks import BuildContext, SpecialIds
 from pretrain_tasks.discourse_relation import DiscourseRelationConfig, DiscourseRelationTask
 
 MAX_LEN = 128

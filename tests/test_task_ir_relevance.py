@@ -20,7 +20,7 @@ from data_builders.ir_relevance import (
     select_examples,
 )
 from ernie_cmtl.config import ConfigError, ModelConfig
-from pretrain_tasks.base import BuildContext, SpecialIds
+from ernie_cmtl.tasks import BuildContext, SpecialIds
 from pretrain_tasks.ir_relevance import IRRelevanceConfig, IRRelevanceTask
 
 MAX_LEN = 128

@@ -11,7 +11,7 @@ from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 
 from ernie_cmtl.data import TaskJob, build_tasks, fork_available
-from pretrain_tasks.base import BuildContext, PretrainTask
+from ernie_cmtl.tasks import BuildContext, PretrainTask
 
 pytestmark = pytest.mark.skipif(not fork_available(), reason="the task pool needs the fork start method")
 

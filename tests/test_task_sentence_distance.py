@@ -20,7 +20,7 @@ from data_builders.sentence_distance import (
 )
 from ernie_cmtl.config import ConfigError, ModelConfig
 from ernie_cmtl.model import Encoder
-from pretrain_tasks.base import BuildContext, SpecialIds
+from ernie_cmtl.tasks import BuildContext, SpecialIds
 from pretrain_tasks.sentence_distance import SentenceDistanceConfig, SentenceDistanceTask
 
 MAX_LEN = 128

@@ -20,7 +20,7 @@ from data_builders.sentence_reordering import (
 )
 from ernie_cmtl.config import ConfigError, ModelConfig
 from ernie_cmtl.model import Encoder
-from pretrain_tasks.base import BuildContext, SpecialIds
+from ernie_cmtl.tasks import BuildContext, SpecialIds
 from pretrain_tasks.sentence_reordering import (
     SentenceReorderingConfig,
     SentenceReorderingTask,

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from data_builders.segments import pack_sentences, tokenize_sentences
 from ernie_cmtl.config import ModelConfig, require
 from ernie_cmtl.model import TokenClassificationHead
-from pretrain_tasks.base import IGNORE_INDEX, BuildContext, PretrainTask, collate_token_classification
+from ernie_cmtl.tasks import IGNORE_INDEX, BuildContext, PretrainTask, collate_token_classification
 
 MARKS = {",": 1, ".": 2, "?": 3, ";": 4, ":": 4, "!": 4}
 LABEL_NAMES = ["none", "comma", "period", "question", "other"]
