@@ -31,8 +31,8 @@ from ernie_cmtl.data import TaskStream, example_lengths, hash_seed, make_tasks
 from ernie_cmtl.engine import AdamWImpl, TorchEngine, make_adamw, param_groups
 from ernie_cmtl.model import flops_per_token
 from ernie_cmtl.scheduler import build_plan
-from ernie_cmtl.trainer import assign_task_ids, build_model
 from ernie_cmtl.tasks import IGNORE_INDEX, PretrainTask, SpecialIds
+from ernie_cmtl.trainer import assign_task_ids, build_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WIKI_TRAIN = REPO_ROOT.parent / "shared" / "data" / "wikipedia-en-2018-sample" / "train"

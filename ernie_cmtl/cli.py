@@ -299,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     from ernie_cmtl.config import ConfigError
     from ernie_cmtl.data import DataBuildError
     from ernie_cmtl.hf import HFCheckpointError
-    from ernie_cmtl.report import ReportError
     from ernie_cmtl.registry import TaskRegistryError
+    from ernie_cmtl.report import ReportError
 
     handlers = {"pretrain": _cmd_pretrain, "build-data": _cmd_build_data, "tasks": _cmd_tasks, "plan": _cmd_plan}
     handlers["report"] = _cmd_report

@@ -30,8 +30,8 @@ from data_builders.corpus import CorpusError, corpus_fingerprint, load_documents
 from data_builders.segments import add_sentence_tokens
 from data_builders.tokenizer import iter_paragraphs, tokenizer_for_run, tokenizer_hash
 from ernie_cmtl.config import RunConfig, ScheduleConfig, to_plain
-from ernie_cmtl.tasks import BuildContext, PretrainTask, SpecialIds
 from ernie_cmtl.registry import get_task_class
+from ernie_cmtl.tasks import BuildContext, PretrainTask, SpecialIds
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from ernie_cmtl.config import ConfigError, ModelConfig, TrainConfig
 from ernie_cmtl.data import TaskStream, example_lengths, hash_seed
 from ernie_cmtl.engine import TorchEngine, make_adamw
 from ernie_cmtl.model import Encoder
-from ernie_cmtl.tasks import BuildContext, PretrainTask, SpecialIds
 from ernie_cmtl.registry import get_task_class
+from ernie_cmtl.tasks import BuildContext, PretrainTask, SpecialIds
 
 TASKS = ["knowledge_masking", "capitalization", "token_document_relation", "sentence_reordering",
          "sentence_distance", "discourse_relation", "ir_relevance"]

@@ -12,9 +12,9 @@ from data_builders.tokenizer import train_wordpiece
 from ernie_cmtl import api
 from ernie_cmtl.config import ConfigError, ModelConfig, from_dict
 from ernie_cmtl.model import TokenClassificationHead
+from ernie_cmtl.registry import get_task_class
 from ernie_cmtl.tasks import IGNORE_INDEX, SpecialIds
 from pretrain_tasks.capitalization import CapitalizationConfig, CapitalizationTask
-from ernie_cmtl.registry import get_task_class
 
 MAX_LEN = 128
 

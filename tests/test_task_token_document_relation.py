@@ -15,8 +15,8 @@ from data_builders.token_document_relation import build_token_document_relation,
 from ernie_cmtl import api
 from ernie_cmtl.config import ConfigError, ModelConfig, from_dict
 from ernie_cmtl.model import TokenClassificationHead
-from ernie_cmtl.tasks import IGNORE_INDEX, SpecialIds
 from ernie_cmtl.registry import get_task_class
+from ernie_cmtl.tasks import IGNORE_INDEX, SpecialIds
 from pretrain_tasks.token_document_relation import TokenDocumentRelationConfig, TokenDocumentRelationTask
 
 MAX_LEN = 128
