@@ -236,15 +236,25 @@ class PretrainingModel(nn.Module):
         return head(hidden)
 
 
+def encoder_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Forward FLOPs per token of the shared encoder, counting matmuls only (as in PaLM's MFU)."""
+    h = cfg.hidden_size
+    per_layer = 2 * (4 * h * h + 2 * h * cfg.intermediate_size) + 2 * 2 * seq_len * h  # linears + attention
+    return float(cfg.num_layers * per_layer)
+
+
+def mlm_decoder_flops(cfg: ModelConfig) -> float:
+    """Forward FLOPs of the masked-LM head (transform + vocabulary decoder) for one decoded token."""
+    h = cfg.hidden_size
+    return 2.0 * (h * h + h * cfg.vocab_size)
+
+
 def flops_per_token(cfg: ModelConfig, seq_len: int, decoded_fraction: float = 1.0) -> float:
-    """Training FLOPs per token (forward + backward = 3x forward), counting matmuls only, as in PaLM's MFU.
+    """Training FLOPs per token (forward + backward = 3x forward) of the encoder plus a masked-LM head.
 
     ``decoded_fraction``: share of tokens that pass through the vocabulary decoder (0.15 for masked-LM with
-    masked-only decoding)."""
-    h, layers = cfg.hidden_size, cfg.num_layers
-    per_layer = 2 * (4 * h * h + 2 * h * cfg.intermediate_size) + 2 * 2 * seq_len * h  # linears + attention
-    decoder = decoded_fraction * 2 * (h * h + h * cfg.vocab_size)
-    return 3.0 * (layers * per_layer + decoder)
+    masked-only decoding). Other heads declare their own cost (``PretrainTask.head_flops_per_token``)."""
+    return 3.0 * (encoder_flops_per_token(cfg, seq_len) + decoded_fraction * mlm_decoder_flops(cfg))
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -254,4 +264,5 @@ def count_parameters(module: nn.Module) -> int:
 
 __all__ = ["Encoder", "MaskedLMHead", "TokenClassificationHead", "SequenceClassificationHead",
            "KNRM_KERNELS", "soft_match_features", "PairMatchingHead",
-           "PretrainingModel", "flops_per_token", "count_parameters"]
+           "PretrainingModel", "encoder_flops_per_token", "mlm_decoder_flops", "flops_per_token",
+           "count_parameters"]

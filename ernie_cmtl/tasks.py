@@ -119,6 +119,17 @@ class PretrainTask(ABC):
     def make_head(self, model_config: ModelConfig, word_embeddings: nn.Embedding) -> nn.Module:
         """The task's head on top of the shared encoder."""
 
+    def head_flops_per_token(self, model_config: ModelConfig, seq_len: int) -> float:
+        """Forward FLOPs (matmuls) of this task's head per input token, which ``perf/mfu`` adds to the
+        encoder's. Default: the standard heads of ``level``: token level, a linear classifier over
+        ``num_labels`` at every token; sequence level, a pooler and a classifier on one token per sequence.
+        A head that decodes only some tokens, or more than a classifier, says so here (knowledge masking:
+        the vocabulary decoder on the masked share only)."""
+        h = model_config.hidden_size
+        if self.level == "token":
+            return 2.0 * h * self.num_labels
+        return (2.0 * h * h + 2.0 * h * self.num_labels) / max(1, seq_len)
+
     def loss(self, logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """Mean cross-entropy over labelled items (override for other losses)."""
         return F.cross_entropy(logits.float(), batch["labels"], ignore_index=IGNORE_INDEX)

@@ -31,7 +31,7 @@ from ernie_cmtl.config import ModelConfig, RunConfig
 from ernie_cmtl.data import PreparedData, TaskStream, hash_seed
 from ernie_cmtl.engine import Engine, TorchEngine
 from ernie_cmtl.hf import HFCheckpointError, HFModel, load_into
-from ernie_cmtl.model import Encoder, PretrainingModel, flops_per_token
+from ernie_cmtl.model import Encoder, PretrainingModel, encoder_flops_per_token
 from ernie_cmtl.monitor import Monitor, gradient_affinity
 from ernie_cmtl.scheduler import build_plan
 from ernie_cmtl.tasks import PretrainTask
@@ -54,6 +54,12 @@ def assign_task_ids(names: list[str], existing: dict[str, int] | None = None) ->
         if name not in ids:
             ids[name] = max(ids.values(), default=-1) + 1
     return ids
+
+
+def training_flops_per_token(task: PretrainTask, model_config: ModelConfig, seq_len: int) -> float:
+    """Model FLOPs of one training token of ``task`` (forward + backward = 3x forward): the encoder plus
+    what the task's head declares it decodes (``perf/mfu``'s numerator)."""
+    return 3.0 * (encoder_flops_per_token(model_config, seq_len) + task.head_flops_per_token(model_config, seq_len))
 
 
 def build_model(model_config: ModelConfig, tasks: dict[str, PretrainTask]) -> PretrainingModel:
@@ -308,8 +314,8 @@ class Trainer:
             return result
         model = self.engine.module
         model.train()
-        flops_token = {name: flops_per_token(self.config.model, self.config.data.max_seq_len,
-                                             0.15 if self.data.tasks[name].level == "token" else 0.0)
+        flops_token = {name: training_flops_per_token(self.data.tasks[name], self.config.model,
+                                                      self.config.data.max_seq_len)
                        for name in self.task_names}
         bar = tqdm(total=end, initial=self.step, disable=not progress or self.rank != 0, dynamic_ncols=True,
                    desc="pretrain")

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from data_builders.knowledge_masking import LEVELS, Lexicon, build_knowledge_masking, build_lexicon
 from ernie_cmtl.config import ModelConfig, require
-from ernie_cmtl.model import MaskedLMHead
+from ernie_cmtl.model import MaskedLMHead, mlm_decoder_flops
 from ernie_cmtl.tasks import BuildContext, PretrainTask, pad_sequences
 
 
@@ -115,6 +115,10 @@ class KnowledgeMaskingTask(PretrainTask):
 
     def make_head(self, model_config: ModelConfig, word_embeddings: nn.Embedding) -> nn.Module:
         return MaskedLMHead(model_config, word_embeddings)
+
+    def head_flops_per_token(self, model_config: ModelConfig, seq_len: int) -> float:
+        """The vocabulary decoder runs on the masked tokens only (``mask_prob`` of them)."""
+        return self.config.mask_prob * mlm_decoder_flops(model_config)
 
     def label_counts(self, examples: Dataset) -> dict[str, int]:
         """Masking units per level (the labels themselves are vocabulary ids, drawn per step)."""
