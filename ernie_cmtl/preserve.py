@@ -1,0 +1,130 @@
+"""Ways to keep what a pretrained source encoder knew while continued pretraining teaches it new tasks.
+
+Three methods, each off by default (``preserve`` section of the run config, :class:`PreserveConfig`):
+
+- **head warm-up** (linear-probe-then-fine-tune, Kumar et al. 2022): for the first ``head_warmup_steps``
+  steps of each task, the encoder learns at ``head_warmup_encoder_lr`` times its rate while the new, random
+  head learns at the full rate, so the head's first large, noisy gradients do not reach the encoder;
+- **anchoring** (L2-SP, Li et al. 2018): ``l2sp_weight * ||theta - theta_source||^2`` over the encoder's
+  weights is added to every step's loss, soft parameter sharing with the source;
+- **distillation** from the frozen source: ``distill_weight`` times a distance between the current and the
+  source encoder's states on the same batch (``distill_on``: cosine distance of the mean-pooled states, or
+  the mean squared error of the last layer's token states).
+
+Everything here is a pure function of (source weights, current weights, batch, plan, step): nothing is
+random and nothing is saved, so a resumed run continues bit-identically. The task embeddings are new in a
+continued run (they start at zero), so they are neither anchored nor part of the source.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from ernie_cmtl.config import PreserveConfig
+
+TASK_EMBEDDING_PREFIX = "embeddings.task"
+
+
+def anchor_penalty(params: list[Tensor], sources: list[Tensor]) -> Tensor:
+    """``sum ||p - s||^2`` over the pairs, in fp32 (one fused pass per list: foreach ops)."""
+    differences = torch._foreach_sub([p.float() for p in params], [s.float() for s in sources])
+    norms = torch._foreach_norm(differences)
+    return torch.stack(norms).pow(2).sum()
+
+
+def mean_pooled(states: Tensor, attention_mask: Tensor) -> Tensor:
+    """[B, L, H] states, [B, L] 0/1 mask -> [B, H] mean over the real tokens."""
+    mask = attention_mask.to(states.dtype).unsqueeze(-1)
+    return (states * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+def distillation_loss(current: Tensor, source: Tensor, attention_mask: Tensor,
+                      on: Literal["mean", "tokens"] = "mean") -> Tensor:
+    """Distance between the current and the source encoder's [B, L, H] states on the same batch: 0 where
+    they agree. ``mean``: 1 - cosine of the mean-pooled states, averaged over the batch; ``tokens``: mean
+    squared error over the real tokens' states (per hidden unit)."""
+    current, source = current.float(), source.float()
+    if on == "mean":
+        cosine = nn.functional.cosine_similarity(mean_pooled(current, attention_mask),
+                                                 mean_pooled(source, attention_mask), dim=-1)
+        return (1.0 - cosine).mean()
+    real = attention_mask.bool()
+    return nn.functional.mse_loss(current[real], source[real])
+
+
+def head_warmup_steps(task_at: Callable[[int], str], total_steps: int, warmup: int) -> frozenset[int]:
+    """The steps that are among the first ``warmup`` steps of their task (the head is new there): a pure
+    function of the plan (``task_at``), so a resumed run sees the same set."""
+    if warmup <= 0:
+        return frozenset()
+    seen: dict[str, int] = {}
+    steps = []
+    for step in range(total_steps):
+        task = task_at(step)
+        count = seen.get(task, 0)
+        if count < warmup:
+            steps.append(step)
+        seen[task] = count + 1
+    return frozenset(steps)
+
+
+def is_encoder_parameter(name: str) -> bool:
+    """Parameters of ``PretrainingModel`` that belong to the shared encoder (not a task head)."""
+    return name.startswith("encoder.")
+
+
+class SourceAnchor:
+    """A frozen copy of the source encoder (taken before the first step, from the ``init_from`` weights) and
+    the extra loss of anchoring and distillation for one batch.
+
+    ``extra_loss`` reads the current encoder's states through a forward hook on ``encoder`` (the engine's
+    forward runs the model as usual) and runs the source on the same batch without gradient."""
+
+    def __init__(self, encoder: nn.Module, config: PreserveConfig) -> None:
+        self.config = config
+        self.encoder = encoder
+        self.source = copy.deepcopy(encoder).eval().requires_grad_(False)
+        pairs = [(p, s) for (name, p), (_, s) in zip(encoder.named_parameters(), self.source.named_parameters(),
+                                                      strict=True)
+                 if p.requires_grad and not name.startswith(TASK_EMBEDDING_PREFIX)]
+        self.params = [p for p, _ in pairs]
+        self.sources = [s for _, s in pairs]
+        self._states: Tensor | None = None
+        self._hook = encoder.register_forward_hook(self._keep_states) if config.distill_weight > 0 else None
+
+    def _keep_states(self, module: nn.Module, args: tuple, output: Tensor) -> None:
+        self._states = output
+
+    def to(self, device: torch.device) -> SourceAnchor:
+        self.source.to(device)
+        return self
+
+    def extra_loss(self, batch: dict[str, Tensor]) -> Tensor | None:
+        """The anchoring and distillation terms for the batch the model has just run (None: both off)."""
+        cfg = self.config
+        loss: Tensor | None = None
+        if cfg.l2sp_weight > 0:
+            loss = cfg.l2sp_weight * anchor_penalty(self.params, self.sources)
+        if cfg.distill_weight > 0:
+            current, self._states = self._states, None
+            if current is None:
+                raise RuntimeError("distillation: the encoder did not run on this batch")
+            with torch.no_grad():
+                source = self.source(batch["input_ids"], batch.get("attention_mask"), batch.get("segment_ids"),
+                                     batch.get("task_ids"))
+            mask = batch.get("attention_mask")
+            if mask is None:
+                mask = torch.ones(batch["input_ids"].shape, device=current.device)
+            term = cfg.distill_weight * distillation_loss(current, source, mask, cfg.distill_on)
+            loss = term if loss is None else loss + term
+        return loss
+
+    def close(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
