@@ -13,8 +13,9 @@ through exactly the code they always did; everything here applies to Chinese doc
   sentence, never a split inside “” 《》 （） 「」), and :func:`chinese_sentences`, which also strips the leading
   article number (``第十二条``) or list enumerator (``（三）``, ``二、``, ``3.``) of a paragraph, so the order of
   sentences cannot be read off their numbers;
-- **words**: :func:`segment`, jieba's POS-tagged segmentation (``jieba.posseg``: its dictionary ships with
-  the package, nothing is downloaded), run once in the shared tokenization pass (``data_builders.segments``).
+- **words**: :func:`segment`, POS-tagged segmentation with jieba's dictionary and tag set, by ``rjieba``
+  (jieba-rs, the default) or ``jieba.posseg`` (``data.zh_segmenter``; both ship their dictionary, nothing is
+  downloaded), run once in the shared tokenization pass (``data_builders.segments``).
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ import functools
 import logging
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 __all__ = [
     "CHINESE_STOPWORDS",
+    "DEFAULT_SEGMENTER",
     "ENTITY_TAGS",
     "LANGUAGES",
+    "SEGMENTERS",
+    "active_segmenter",
     "chinese_sentences",
     "cjk_count",
     "detect_language",
@@ -39,8 +43,11 @@ __all__ = [
     "keep_chinese_paragraph",
     "normalize_chinese",
     "segment",
+    "segment_many",
+    "segmenter_id",
     "split_sentences_zh",
     "strip_enumeration",
+    "use_segmenter",
 ]
 
 Language = Literal["en", "zh"]
@@ -264,20 +271,67 @@ def chinese_sentences(paragraph: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------
 
 
+SEGMENTERS = ("rjieba", "jieba")
+"""Values of ``data.zh_segmenter``: ``rjieba`` (jieba-rs, the same dictionary and HMM in Rust) or ``jieba``
+(``jieba.posseg``, pure Python). Both tag with jieba's POS set; see docs/PERFORMANCE.md for their agreement."""
+
+DEFAULT_SEGMENTER = "rjieba"
+
+
 @functools.cache
-def _posseg() -> Any:
-    import jieba
-    import jieba.posseg
+def _tagger(name: str) -> Callable[[str], list[tuple[str, str]]]:
+    """The ``text -> [(word, tag), ...]`` function of segmenter ``name``, loaded once per process."""
+    if name == "jieba":
+        import jieba
+        import jieba.posseg
 
-    jieba.setLogLevel(logging.WARNING)  # its dictionary-loading chatter is not ours to print
-    jieba.initialize()
-    return jieba.posseg
+        jieba.setLogLevel(logging.WARNING)  # its dictionary-loading chatter is not ours to print
+        jieba.initialize()
+        cut = jieba.posseg.cut
+        return lambda text: [(pair.word, pair.flag) for pair in cut(text)]
+    if name == "rjieba":
+        import rjieba
+
+        return rjieba.Jieba().tag  # HMM on, as jieba.posseg's default
+    raise ValueError(f"unknown Chinese segmenter {name!r}: one of {', '.join(SEGMENTERS)}")
 
 
-def segment(text: str) -> list[tuple[str, str]]:
-    """jieba's POS-tagged segmentation of ``text`` (``jieba.posseg``, HMM on): ``(word, tag)`` pairs whose
-    words concatenate back to ``text``, spaces and punctuation included (tag ``x``)."""
-    return [(pair.word, pair.flag) for pair in _posseg().cut(text)]
+def segmenter_id(name: str) -> list[str]:
+    """What identifies segmenter ``name`` in a cache fingerprint: its package name and version (the words and
+    tags a cache holds change with either)."""
+    from importlib.metadata import version
+
+    if name not in SEGMENTERS:
+        raise ValueError(f"unknown Chinese segmenter {name!r}: one of {', '.join(SEGMENTERS)}")
+    return [name, version(name)]
+
+
+_ACTIVE = [DEFAULT_SEGMENTER]
+
+
+def use_segmenter(name: str) -> None:
+    """Make ``name`` the segmenter :func:`segment` uses when none is named (the run's ``data.zh_segmenter``,
+    set once by the build before any document is segmented; forked workers inherit it)."""
+    _tagger(name)  # fails at once on an unknown name, and loads the dictionary before any fork
+    _ACTIVE[0] = name
+
+
+def active_segmenter() -> str:
+    """The segmenter :func:`segment` uses when none is named (:func:`use_segmenter`)."""
+    return _ACTIVE[0]
+
+
+def segment(text: str, segmenter: str | None = None) -> list[tuple[str, str]]:
+    """POS-tagged segmentation of ``text`` by ``segmenter`` (:data:`SEGMENTERS`; None: :func:`active_segmenter`),
+    HMM on for words outside the dictionary: ``(word, tag)`` pairs whose words concatenate back to ``text``,
+    spaces and punctuation included (tag ``x``)."""
+    return _tagger(segmenter or _ACTIVE[0])(text)
+
+
+def segment_many(texts: Sequence[str], segmenter: str | None = None) -> list[list[tuple[str, str]]]:
+    """:func:`segment` of each of ``texts``, in order."""
+    tag = _tagger(segmenter or _ACTIVE[0])
+    return [tag(text) for text in texts]
 
 
 def is_entity_tag(tag: str) -> bool:

@@ -3,8 +3,9 @@
 Shared by the task builders: every builder works on the tokenizer's ids, but many decisions (whole-word units,
 capitalization, phrases) are about words, so each sentence keeps the token span and cased surface form of each
 of its words, recovered from the tokenizer's offsets into the original text. An English word is a BERT
-pre-token; a Chinese word (documents whose ``language`` is ``zh``) is a jieba word, with its POS tag: jieba runs
-here, once per corpus in the shared tokenization pass, and every builder reads its words from there.
+pre-token; a Chinese word (documents whose ``language`` is ``zh``) is a jieba word, with its POS tag: the
+segmenter (``data.zh_segmenter``: rjieba or jieba) runs here, once per corpus in the shared tokenization pass,
+and every builder reads its words from there.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 from datasets import Dataset
 from tokenizers import Tokenizer
 
-from data_builders.language import segment
+from data_builders.language import active_segmenter, segment_many
 
 
 @dataclass
@@ -48,9 +49,10 @@ def tokenize_sentences(tokenizer: Tokenizer, sentences: list[str]) -> list[Sente
     return out
 
 
-def tokenize_chinese_sentences(tokenizer: Tokenizer, sentences: list[str]) -> list[Sentence]:
-    """Tokenize Chinese sentences without special tokens; words are jieba's (:func:`data_builders.language.
-    segment`), each with its POS tag.
+def tokenize_chinese_sentences(tokenizer: Tokenizer, sentences: list[str], segmenter: str | None = None
+                               ) -> list[Sentence]:
+    """Tokenize Chinese sentences without special tokens; words are ``segmenter``'s (:func:`data_builders.
+    language.segment_many`; None: the active one), each with its POS tag.
 
     A token belongs to the jieba word its first character lies in. Whitespace words have no token and are
     dropped; a word whose characters the normalizer drops entirely has no token either and is dropped with
@@ -58,10 +60,11 @@ def tokenize_chinese_sentences(tokenizer: Tokenizer, sentences: list[str]) -> li
     a plain BERT vocabulary; the Chinese tokenizer we train isolates symbols so that it does not happen), the
     words it touches become one word, tagged ``x``, so word spans still partition the tokens."""
     out = []
-    for text, enc in zip(sentences, tokenizer.encode_batch(sentences, add_special_tokens=False), strict=True):
+    for text, enc, pairs in zip(sentences, tokenizer.encode_batch(sentences, add_special_tokens=False),
+                                segment_many(sentences, segmenter), strict=True):
         starts, ends, words, tags = [], [], [], []
         position = 0
-        for word, tag in segment(text):
+        for word, tag in pairs:
             if word.strip():
                 starts.append(position)
                 ends.append(position + len(word))
@@ -91,10 +94,12 @@ def tokenize_chinese_sentences(tokenizer: Tokenizer, sentences: list[str]) -> li
     return out
 
 
-def tokenize_document_sentences(tokenizer: Tokenizer, sentences: list[str], language: str) -> list[Sentence]:
-    """:func:`tokenize_chinese_sentences` for a Chinese document, else :func:`tokenize_sentences`."""
+def tokenize_document_sentences(tokenizer: Tokenizer, sentences: list[str], language: str,
+                                segmenter: str | None = None) -> list[Sentence]:
+    """:func:`tokenize_chinese_sentences` (by ``segmenter``) for a Chinese document, else
+    :func:`tokenize_sentences`."""
     if language == "zh":
-        return tokenize_chinese_sentences(tokenizer, sentences)
+        return tokenize_chinese_sentences(tokenizer, sentences, segmenter)
     return tokenize_sentences(tokenizer, sentences)
 
 
@@ -144,11 +149,13 @@ def _languages(batch: dict[str, list]) -> list[str]:
     return batch["language"] if "language" in batch else ["en"] * len(batch["sentences"])
 
 
-def sentence_tokens_batch(batch: dict[str, list], *, tokenizer: Tokenizer) -> dict[str, list]:
+def sentence_tokens_batch(batch: dict[str, list], *, tokenizer: Tokenizer, segmenter: str | None = None
+                          ) -> dict[str, list]:
     """``datasets.map`` function of the shared tokenization pass (see ``add_sentence_tokens``)."""
     out: dict[str, list] = {column: [] for column in SENTENCE_TOKEN_COLUMNS}
     for paragraphs, language in zip(batch["sentences"], _languages(batch), strict=True):
-        sentences = tokenize_document_sentences(tokenizer, [s for p in paragraphs for s in p], language)
+        sentences = tokenize_document_sentences(tokenizer, [s for p in paragraphs for s in p], language,
+                                                segmenter)
         out["sentence_ids"].append([s.ids for s in sentences])
         out["sentence_word_starts"].append([[start for start, _ in s.word_spans] for s in sentences])
         out["sentence_words"].append([s.words for s in sentences])
@@ -156,16 +163,19 @@ def sentence_tokens_batch(batch: dict[str, list], *, tokenizer: Tokenizer) -> di
     return out
 
 
-def add_sentence_tokens(documents: Dataset, tokenizer: Tokenizer, num_proc: int = 1) -> Dataset:
+def add_sentence_tokens(documents: Dataset, tokenizer: Tokenizer, num_proc: int = 1,
+                        segmenter: str | None = None) -> Dataset:
     """The shared tokenization pass: ``documents`` plus ``SENTENCE_TOKEN_COLUMNS``. Builders that go through
-    ``document_sentences`` then read tokens (and Chinese words) instead of computing them once each."""
+    ``document_sentences`` then read tokens (and Chinese words) instead of computing them once each.
+    ``segmenter``: of Chinese documents (None: :func:`data_builders.language.active_segmenter`, named here so
+    that workers of any start method use it)."""
     return documents.map(
         sentence_tokens_batch,
         batched=True,
         new_fingerprint=map_fingerprint(),
         batch_size=batch_rows(documents),
         num_proc=num_proc if num_proc > 1 else None,
-        fn_kwargs={"tokenizer": tokenizer},
+        fn_kwargs={"tokenizer": tokenizer, "segmenter": segmenter or active_segmenter()},
         desc="tokenize sentences",
     )
 

@@ -85,6 +85,10 @@ class DataConfig:
     """Tasks whose examples depend on their own document only are built this many documents at a time (the
     same examples as one pass; the progress line moves per block). IR relevance retrieves within blocks of
     ``tasks.ir_relevance.block_documents``."""
+    zh_segmenter: Literal["rjieba", "jieba"] = "rjieba"
+    """Chinese word segmenter (POS-tagged, jieba's dictionary and tags) of the shared tokenization pass:
+    ``rjieba`` (jieba-rs, Rust, ~20x faster) or ``jieba`` (``jieba.posseg``, pure Python: the examples of
+    builds before rjieba). Its name and version are part of the cache fingerprints (docs/PERFORMANCE.md)."""
     cache_dir: str = "~/.cache/ernie_cmtl"
     """Where documents, tokenizers and built examples are cached under their fingerprints."""
 
@@ -111,10 +115,16 @@ class TokenizerConfig:
     min_frequency: int = 2
     lowercase: bool = True
     """Uncased input. Keep it: capitalization prediction would otherwise read its label off the input."""
+    chinese_seed_characters: int = 3500
+    """Chinese (or mixed) corpora: the alphabet of a trained tokenizer also holds this many of the most frequent
+    characters of jieba's dictionary and the CJK punctuation, so that a vocabulary trained on a narrow corpus
+    reads everyday text (``data_builders.tokenizer.chinese_seed_alphabet``); 0: the corpus's characters
+    alone. English corpora are never seeded."""
 
     def __post_init__(self) -> None:
         require(self.vocab_size >= 200, "tokenizer.vocab_size", "an integer >= 200")
         require(self.min_frequency >= 1, "tokenizer.min_frequency", "an integer >= 1")
+        require(self.chinese_seed_characters >= 0, "tokenizer.chinese_seed_characters", "an integer >= 0")
 
 
 MODEL_FLAVOURS: dict[str, dict[str, Any]] = {

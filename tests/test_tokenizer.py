@@ -122,3 +122,25 @@ def test_tokenizers_that_mark_a_leading_space_are_encoded_whole():
     truncating = train_wordpiece(TEXTS, vocab_size=300, min_frequency=1)
     truncating.enable_truncation(4)
     assert not splits_at_spaces(truncating)
+
+
+def test_english_tokenizers_are_never_seeded_with_chinese_characters(tmp_path: Path):
+    """``chinese_seed_characters`` applies to Chinese corpora only: an English tokenizer's alphabet is the
+    corpus's characters, whatever the setting."""
+    tok = tokenizer_for_run(tmp_path / "tokenizer.json", pretrained=None, texts=iter(TEXTS), cache_path=None,
+                            vocab_size=300, min_frequency=1, lowercase=True, chinese=False,
+                            chinese_seed_characters=3500)
+    seen = set("".join(TEXTS).lower())
+    singles = {t for t in tok.get_vocab() if len(t) == 1}
+    assert singles <= seen and "的" not in singles
+
+
+def test_chinese_seed_alphabet_is_jiebas_most_frequent_characters_and_punctuation():
+    from data_builders.tokenizer import chinese_seed_alphabet, common_chinese_characters
+
+    assert chinese_seed_alphabet(0) == []
+    top = common_chinese_characters(3500)
+    assert len(top) == 3500 and top[:3] == ["一", "是", "人"] and all(c in top for c in "什么孩她")
+    seeds = chinese_seed_alphabet(3500)
+    assert set(top) <= set(seeds) and {"!", "?", ",", "。", "“", "》"} <= set(seeds)  # ！？， after NFKC
+    assert all(len(c) == 1 for c in seeds) and len(seeds) == len(set(seeds))
