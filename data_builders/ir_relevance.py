@@ -151,16 +151,21 @@ def _terms(texts: list[str], chinese: list[bool], known: list[list[str] | None] 
 
 
 def pseudo_queries(paragraphs: list[list[str]], wanted: list[int], terms: int,
-                   chinese: list[bool] | None = None) -> dict[int, str]:
+                   chinese: list[bool] | None = None,
+                   chinese_words: list[list[list[str]] | None] | None = None) -> dict[int, str]:
     """Top-``terms`` TF-IDF words of each wanted document, in order of first occurrence (document
-    frequencies over all documents given). Chinese documents (``chinese[d]``) count jieba words, and their
-    query joins the words without spaces."""
+    frequencies over all documents given). Chinese documents (``chinese[d]``) count jieba words (those of
+    ``chinese_words[d]``, the shared pass's, when given: not segmented again), and their query joins the
+    words without spaces."""
     if chinese is None or not any(chinese):
         tokens = bm25s.tokenize([" ".join(doc) for doc in paragraphs], stopwords="en", return_ids=False,
                                 show_progress=False)
     else:
+        known = None if chinese_words is None else [
+            None if words is None else chinese_terms([w for paragraph in words for w in paragraph])
+            for words in chinese_words]
         tokens = _terms(["".join(doc) if zh else " ".join(doc) for doc, zh in zip(paragraphs, chinese, strict=True)],
-                        chinese)
+                        chinese, known)
     df = Counter(t for doc in tokens for t in set(doc))
     n_docs = len(paragraphs)
     queries = {}
@@ -235,11 +240,11 @@ def select_examples(titles: list[str], doc_ids: list[str], paragraphs: list[list
     chinese = [w is not None for w in chinese_words] if chinese_words is not None else [False] * len(doc_ids)
     with_passages = [d for d in range(len(doc_ids)) if passages.starts[d + 1] > passages.starts[d]]
     if len(with_passages) < 2:
-        raise ValueError(f"task ir_relevance needs >= 2 documents with passages (paragraphs of >= "
+        raise EmptyTaskError(f"task ir_relevance needs >= 2 documents with passages (paragraphs of >= "
                          f"{min_passage_words} words) to draw weak and irrelevant passages from other "
                          f"documents; found {len(with_passages)} in {len(doc_ids)} documents")
     untitled = [d for d in with_passages if not titles[d].strip()]
-    generated = pseudo_queries(paragraphs, untitled, pseudo_query_terms, chinese) if untitled else {}
+    generated = pseudo_queries(paragraphs, untitled, pseudo_query_terms, chinese, chinese_words) if untitled else {}
     queries = [generated[d] if d in generated else titles[d].strip() for d in with_passages]
     found = retrieve(passages.texts, queries, weak_top_k,
                      [(passages.starts[d], passages.starts[d + 1]) for d in with_passages],
@@ -344,7 +349,7 @@ def build_ir_relevance(documents: Dataset, tokenizer: Tokenizer, *, max_seq_len:
                 block["title"][:], block["id"][:], block["paragraphs"][:], seed=seed, weak_top_k=weak_top_k,
                 passage_words=passage_words, min_passage_words=min_passage_words,
                 pseudo_query_terms=pseudo_query_terms, chinese_words=chinese_paragraph_words(block))
-        except ValueError as err:
+        except EmptyTaskError as err:
             errors.append(str(err))
             continue
         queries += stats["queries"]

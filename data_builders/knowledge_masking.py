@@ -27,9 +27,6 @@ from datasets import Dataset
 from tokenizers import Tokenizer, pre_tokenizers
 
 from data_builders.knowledge import (
-    LexiconIndex,
-    batch_knowledge_spans,
-    covered,
     find_chinese_entity_spans,
     find_entity_spans,
     find_phrase_spans,
@@ -39,6 +36,7 @@ from data_builders.knowledge import (
     title_gazetteer,
     word_forms,
 )
+from data_builders.knowledge_batch import LexiconIndex, batch_knowledge_spans, covered
 from data_builders.language import CHINESE_STOPWORDS, segment
 from data_builders.segments import (
     INPUT_IDS_TYPE,

@@ -44,6 +44,7 @@ __all__ = [
     "normalize_chinese",
     "segment",
     "segment_many",
+    "segmented_characters",
     "segmenter_id",
     "split_sentences_zh",
     "strip_enumeration",
@@ -307,6 +308,13 @@ def segmenter_id(name: str) -> list[str]:
 
 
 _ACTIVE = [DEFAULT_SEGMENTER]
+_SEGMENTED = [0]
+
+
+def segmented_characters() -> int:
+    """Characters this process has segmented so far (:func:`segment`, :func:`segment_many`): what a build's
+    segmentation costs in passes over the corpus (the shared pass is one; titles add a little)."""
+    return _SEGMENTED[0]
 
 
 def use_segmenter(name: str) -> None:
@@ -325,12 +333,14 @@ def segment(text: str, segmenter: str | None = None) -> list[tuple[str, str]]:
     """POS-tagged segmentation of ``text`` by ``segmenter`` (:data:`SEGMENTERS`; None: :func:`active_segmenter`),
     HMM on for words outside the dictionary: ``(word, tag)`` pairs whose words concatenate back to ``text``,
     spaces and punctuation included (tag ``x``)."""
+    _SEGMENTED[0] += len(text)
     return _tagger(segmenter or _ACTIVE[0])(text)
 
 
 def segment_many(texts: Sequence[str], segmenter: str | None = None) -> list[list[tuple[str, str]]]:
     """:func:`segment` of each of ``texts``, in order."""
     tag = _tagger(segmenter or _ACTIVE[0])
+    _SEGMENTED[0] += sum(map(len, texts))
     return [tag(text) for text in texts]
 
 

@@ -629,3 +629,22 @@ def test_the_seeded_vocabulary_reads_everyday_chinese(law):
     assert unknown not in tokenizer.encode(everyday, add_special_tokens=False).ids
     assert unseeded.encode(everyday, add_special_tokens=False).ids.count(unseeded.token_to_id("[UNK]")) >= 4
     assert all(tokenizer.token_to_id(c) is not None for c in "什么孩她!?")  # ！？ are ! ? after NFKC
+
+
+def test_builders_read_the_shared_segmentation_and_segment_only_titles(law, tmp_path):
+    """After the shared pass, the five Chinese builders (corpus statistics included) segment no sentence again:
+    only titles (knowledge masking's gazetteer, IR relevance's queries), a small share of a pass."""
+    from data_builders.language import segmented_characters
+
+    documents, tokenizer, tokenized = law
+    sections = {"knowledge_masking": {"phrase_min_count": 3}, "sentence_reordering": {},
+                "sentence_distance": {}, "discourse_relation": {"min_class_examples": 1},
+                "ir_relevance": {}}
+    before = segmented_characters()
+    for name, section in sections.items():
+        task = _task(name, tokenizer, **section)
+        assert len(task.build(tokenized, _context(tokenizer, tokenized, tmp_path / name))) > 0, name
+    segmented = segmented_characters() - before
+    corpus = sum(len(s) for doc in documents["sentences"] for p in doc for s in p)
+    titles = sum(len(t) for t in documents["title"])
+    assert segmented <= 2 * titles and segmented < 0.01 * corpus, (segmented, titles, corpus)
