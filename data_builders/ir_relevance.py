@@ -240,7 +240,7 @@ def select_examples(titles: list[str], doc_ids: list[str], paragraphs: list[list
     chinese = [w is not None for w in chinese_words] if chinese_words is not None else [False] * len(doc_ids)
     with_passages = [d for d in range(len(doc_ids)) if passages.starts[d + 1] > passages.starts[d]]
     if len(with_passages) < 2:
-        raise EmptyTaskError(f"task ir_relevance needs >= 2 documents with passages (paragraphs of >= "
+        raise ValueError(f"task ir_relevance needs >= 2 documents with passages (paragraphs of >= "
                          f"{min_passage_words} words) to draw weak and irrelevant passages from other "
                          f"documents; found {len(with_passages)} in {len(doc_ids)} documents")
     untitled = [d for d in with_passages if not titles[d].strip()]
@@ -349,7 +349,7 @@ def build_ir_relevance(documents: Dataset, tokenizer: Tokenizer, *, max_seq_len:
                 block["title"][:], block["id"][:], block["paragraphs"][:], seed=seed, weak_top_k=weak_top_k,
                 passage_words=passage_words, min_passage_words=min_passage_words,
                 pseudo_query_terms=pseudo_query_terms, chinese_words=chinese_paragraph_words(block))
-        except EmptyTaskError as err:
+        except ValueError as err:
             errors.append(str(err))
             continue
         queries += stats["queries"]
