@@ -22,6 +22,7 @@ import pyarrow as pa
 from datasets import Dataset
 from tokenizers import Tokenizer
 
+from data_builders.errors import EmptyTaskError
 from data_builders.segments import (
     INPUT_IDS_TYPE,
     batch_rows,
@@ -55,7 +56,7 @@ def case_label(word: str, three_way: bool) -> int:
 def require_uncased(tokenizer: Tokenizer, task: str = "capitalization") -> None:
     """Refuse a tokenizer that keeps case: its ids would give the label away."""
     if not is_lowercasing(tokenizer):
-        raise ValueError(
+        raise EmptyTaskError(
             f"task {task} needs an uncased (lowercasing) tokenizer: this tokenizer keeps case, so whether a "
             "word is capitalized would be visible in the input ids and the label could be read off the input; "
             "set tokenizer.lowercase: true (or give an uncased tokenizer file in tokenizer.path)")
@@ -159,8 +160,8 @@ def build_capitalization(documents: Dataset, tokenizer: Tokenizer, *, max_seq_le
     """Documents -> capitalization examples (see the module docstring for the columns and classes).
     ``sentence_initial=False`` leaves the first cased word of every sentence unlabelled.
 
-    Raises ``ValueError`` for a tokenizer that keeps case, an unknown scheme, or a corpus that yields no
-    example (every document shorter than ``min_tokens`` tokens)."""
+    Raises :class:`EmptyTaskError` for a tokenizer that keeps case or a corpus that yields no example (every
+    document shorter than ``min_tokens`` tokens), ``ValueError`` for an unknown scheme."""
     if scheme not in SCHEMES:
         raise ValueError(f"capitalization scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
     require_uncased(tokenizer)
@@ -182,6 +183,6 @@ def build_capitalization(documents: Dataset, tokenizer: Tokenizer, *, max_seq_le
     if len(examples) == 0:
         chinese = list(documents["language"]).count("zh") if "language" in documents.column_names else 0
         why = f" ({chinese} of them Chinese, which have no case)" if chinese else ""
-        raise ValueError(f"task capitalization needs documents with >= {min_tokens} tokens of text with "
+        raise EmptyTaskError(f"task capitalization needs documents with >= {min_tokens} tokens of text with "
                          f"cased words; found 0 in {len(documents)} documents{why}")
     return examples

@@ -35,6 +35,7 @@ from datasets import Dataset
 from tokenizers import Tokenizer
 
 from data_builders.discourse_relation_zh import find_pairs_zh
+from data_builders.errors import EmptyTaskError
 from data_builders.segments import batch_rows, map_fingerprint
 
 DISCOURSE_MARKERS: dict[str, tuple[str, ...]] = {
@@ -210,7 +211,7 @@ def build_discourse_relation(documents: Dataset, tokenizer: Tokenizer, *, labels
     Classes larger than ``max_class_share`` of the examples are subsampled (:func:`class_caps`), keeping the
     examples with the smallest per-document random keys, so the choice does not depend on batching.
 
-    Raises ``ValueError`` when the documents hold no usable pair.
+    Raises :class:`EmptyTaskError` when the documents hold no usable pair.
     """
     labels = frozenset(labels)
     wanted = [c for c in ("id", "sentences", "language") if c in documents.column_names]
@@ -231,7 +232,7 @@ def build_discourse_relation(documents: Dataset, tokenizer: Tokenizer, *, labels
     )
     if len(examples) == 0:
         names = ", ".join(ALL_RELATIONS[i] for i in sorted(labels))
-        raise ValueError(f"task discourse_relation needs sentence pairs joined by a discourse marker "
+        raise EmptyTaskError(f"task discourse_relation needs sentence pairs joined by a discourse marker "
                          f"({names}); found 0 in {len(documents)} documents")
     columns = examples.select_columns(["label", "sort_key"])[:]  # as lists: not row by row
     label_column, keys = columns["label"], columns["sort_key"]

@@ -56,6 +56,7 @@ import numpy as np
 from datasets import Dataset, concatenate_datasets
 from tokenizers import Tokenizer
 
+from data_builders.errors import EmptyTaskError
 from data_builders.language import CHINESE_STOPWORDS, segment
 from data_builders.segments import map_fingerprint
 from data_builders.tokenizer import encode_space_joined
@@ -240,7 +241,7 @@ def select_examples(titles: list[str], doc_ids: list[str], paragraphs: list[list
     chinese = [w is not None for w in chinese_words] if chinese_words is not None else [False] * len(doc_ids)
     with_passages = [d for d in range(len(doc_ids)) if passages.starts[d + 1] > passages.starts[d]]
     if len(with_passages) < 2:
-        raise ValueError(f"task ir_relevance needs >= 2 documents with passages (paragraphs of >= "
+        raise EmptyTaskError(f"task ir_relevance needs >= 2 documents with passages (paragraphs of >= "
                          f"{min_passage_words} words) to draw weak and irrelevant passages from other "
                          f"documents; found {len(with_passages)} in {len(doc_ids)} documents")
     untitled = [d for d in with_passages if not titles[d].strip()]
@@ -335,7 +336,7 @@ def build_ir_relevance(documents: Dataset, tokenizer: Tokenizer, *, max_seq_len:
     documents, the irrelevant one a passage of another document of the block. With ``work_dir``, each
     block's tokenized examples go to an Arrow file there (memory-mapped), not to memory.
 
-    Raises ``ValueError`` when fewer than two documents have passages (no weak or irrelevant passage can
+    Raises :class:`EmptyTaskError` when fewer than two documents have passages (no weak or irrelevant passage can
     come from another document) or when no query retrieves a weak passage.
     """
     if block_documents < 2:
@@ -349,7 +350,7 @@ def build_ir_relevance(documents: Dataset, tokenizer: Tokenizer, *, max_seq_len:
                 block["title"][:], block["id"][:], block["paragraphs"][:], seed=seed, weak_top_k=weak_top_k,
                 passage_words=passage_words, min_passage_words=min_passage_words,
                 pseudo_query_terms=pseudo_query_terms, chinese_words=chinese_paragraph_words(block))
-        except ValueError as err:
+        except EmptyTaskError as err:
             errors.append(str(err))
             continue
         queries += stats["queries"]
@@ -377,7 +378,7 @@ def build_ir_relevance(documents: Dataset, tokenizer: Tokenizer, *, max_seq_len:
         ))
     if not parts:
         if errors and queries == 0:
-            raise ValueError(errors[0])
-        raise ValueError(f"task ir_relevance needs queries that retrieve a passage of another document; "
+            raise EmptyTaskError(errors[0])
+        raise EmptyTaskError(f"task ir_relevance needs queries that retrieve a passage of another document; "
                          f"found 0 in {len(documents)} documents ({queries} queries)")
     return concatenate_datasets(parts) if len(parts) > 1 else parts[0]

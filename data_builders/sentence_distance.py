@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 from datasets import Dataset
 from tokenizers import Tokenizer
 
+from data_builders.errors import EmptyTaskError
 from data_builders.segments import batch_rows, map_fingerprint
 
 NEXT, SAME_DOC, OTHER_DOC = 0, 1, 2
@@ -168,7 +169,7 @@ def build_sentence_distance(documents: Dataset, tokenizer: Tokenizer, *, max_seq
     """Documents -> sentence-distance examples (columns ``input_ids``, ``segment_ids``, ``label``, ``doc_id``,
     ``b_doc_id``, ``a_index``, ``b_index``; see the module docstring).
 
-    Raises ``ValueError`` when the documents cannot give any pair: none has >= 2 sentences (>= 3 with
+    Raises :class:`EmptyTaskError` when the documents cannot give any pair: none has >= 2 sentences (>= 3 with
     ``balance``, which needs every label from one document).
     """
     if pairs_per_document < 1:
@@ -178,7 +179,7 @@ def build_sentence_distance(documents: Dataset, tokenizer: Tokenizer, *, max_seq
     counts = sentence_counts(documents)
     needed = 3 if balance else 2
     if sum(c >= needed for c in counts) == 0:
-        raise ValueError(f"task sentence_distance needs documents with >= {needed} sentences"
+        raise EmptyTaskError(f"task sentence_distance needs documents with >= {needed} sentences"
                          f"{' (balance: true)' if balance else ''}; found 0 in {len(documents)} documents")
     donors = [r for r, c in enumerate(counts) if c >= 2]
     if len(donors) < 2:  # label-2 B sentences may then be opening sentences: better than no label 2

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from datasets import Dataset
 from tokenizers import Tokenizer
 
+from data_builders.errors import EmptyTaskError
 from data_builders.segments import (
     INPUT_IDS_TYPE,
     Sentence,
@@ -343,6 +344,6 @@ def build_sentence_reordering(documents: Dataset, tokenizer: Tokenizer, *, max_s
     if arrow:
         examples = examples.with_format(None)
     if len(examples) == 0:
-        raise ValueError(f"task sentence_reordering needs paragraphs with at least one token; found 0 in "
+        raise EmptyTaskError(f"task sentence_reordering needs paragraphs with at least one token; found 0 in "
                          f"{len(documents)} documents")
     return examples

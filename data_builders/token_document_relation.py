@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 from datasets import Dataset
 from tokenizers import Tokenizer
 
+from data_builders.errors import EmptyTaskError
 from data_builders.language import segment
 from data_builders.segments import (
     INPUT_IDS_TYPE,
@@ -281,7 +282,7 @@ def build_token_document_relation(documents: Dataset, tokenizer: Tokenizer, freq
                                   segment_tokens: int, min_tokens: int = 8, num_proc: int = 1) -> Dataset:
     """Documents -> token-document relation examples (see the module docstring).
 
-    ``segment_tokens`` is the segment budget without [CLS]/[SEP]. Raises ``ValueError`` when no document has
+    ``segment_tokens`` is the segment budget without [CLS]/[SEP]. Raises :class:`EmptyTaskError` when no document has
     two segments (the task needs documents longer than ``segment_tokens`` tokens)."""
     columns = token_columns(documents, tags=False)  # the documents' text stays unread
     arrow = "sentence_ids" in columns.column_names  # the shared pass: numpy over Arrow batches
@@ -299,7 +300,7 @@ def build_token_document_relation(documents: Dataset, tokenizer: Tokenizer, freq
     if arrow:
         examples = examples.with_format(None)
     if len(examples) == 0:
-        raise ValueError(f"task token_document_relation needs documents with >= 2 segments of <= "
+        raise EmptyTaskError(f"task token_document_relation needs documents with >= 2 segments of <= "
                          f"{segment_tokens} tokens (documents longer than {segment_tokens} tokens); found 0 in "
                          f"{len(documents)} documents")
     return examples

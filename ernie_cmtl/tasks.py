@@ -20,6 +20,7 @@ from datasets import Dataset
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 
+from data_builders.errors import EmptyTaskError as EmptyTaskError  # re-exported: what an empty task raises
 from ernie_cmtl.config import ModelConfig
 
 Level = Literal["token", "sequence"]
@@ -100,7 +101,9 @@ class PretrainTask(ABC):
 
     @abstractmethod
     def build(self, documents: Dataset, ctx: BuildContext) -> Dataset:
-        """Documents -> this task's examples (Arrow columns; deterministic in ``ctx.seed``)."""
+        """Documents -> this task's examples (Arrow columns; deterministic in ``ctx.seed``). Raise
+        :class:`EmptyTaskError` when the documents give none (the task is then reported empty); any other
+        exception is a bug and stops the build."""
 
     def prepare_statistics(self, ctx: BuildContext) -> None:
         """Compute (or load) the corpus statistics this task's builder reads from ``ctx.train_documents``

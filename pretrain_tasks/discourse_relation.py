@@ -19,7 +19,7 @@ from data_builders.discourse_relation import (
 )
 from ernie_cmtl.config import ModelConfig, require
 from ernie_cmtl.model import SequenceClassificationHead
-from ernie_cmtl.tasks import BuildContext, PretrainTask, collate_sequence_classification
+from ernie_cmtl.tasks import BuildContext, EmptyTaskError, PretrainTask, collate_sequence_classification
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class DiscourseRelationTask(PretrainTask):
                         "documents: %s", minimum, ", ".join(f"{k} ({v})" for k, v in dropped.items()))
         kept = sorted(ALL_RELATIONS.index(name) for name in self.config.classes if name not in dropped)
         if not kept:
-            raise ValueError(f"task discourse_relation needs relation classes with >= {minimum} examples "
+            raise EmptyTaskError(f"task discourse_relation needs relation classes with >= {minimum} examples "
                              f"(tasks.discourse_relation.min_class_examples); found counts {counts} in "
                              f"{len(ctx.train_documents)} training documents")
         return kept
