@@ -460,3 +460,15 @@ def test_load_documents_uses_the_copy_of_a_process_that_won_the_race(
     ds = load_documents([str(small_corpus)], cache_dir=cache, min_body_chars=100)
     assert raced and len(ds) == 2
     assert [p.name for p in (cache / "documents").iterdir()] == [target.name]
+
+
+def test_the_option_lists_are_declared_once() -> None:
+    """The format list is the reader table's keys plus auto; the language list is the language module's."""
+    import typing
+
+    from data_builders.corpus.readers import READERS
+    from data_builders.corpus_options import FORMATS, CorpusLanguage
+    from data_builders.language import LANGUAGES
+
+    assert tuple(FORMATS) == ("auto", *READERS)
+    assert typing.get_args(CorpusLanguage) == LANGUAGES
