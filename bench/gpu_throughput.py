@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ernie_cmtl.config import MODEL_FLAVOURS, ModelConfig, TrainConfig
+from ernie_cmtl.config import MODEL_FLAVOURS, ModelConfig, OptimConfig
 from ernie_cmtl.engine import TorchEngine, make_adamw, param_groups
 from ernie_cmtl.model import (
     Encoder,
@@ -68,9 +68,9 @@ def model_config(size: str, vocab_size: int) -> ModelConfig:
                        attention_dropout=DROPOUT)
 
 
-def train_config(precision: str, compile: bool = False) -> TrainConfig:
-    return TrainConfig(precision=precision, lr=1e-4, warmup_steps=0, lr_decay="constant", max_steps=10**6,
-                       compile=compile)
+def optim_config(precision: str) -> OptimConfig:
+    """The default run's optimizer settings at a constant rate (lr is irrelevant to timing)."""
+    return OptimConfig(lr=1e-4, decay="constant", precision=precision)
 
 
 # -- the exported task mix -------------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def ours_step(cfg: ModelConfig, heads: dict[str, tuple[str, int]], device: torch
     encoder = Encoder(cfg)
     model = PretrainingModel(encoder, {name: HEADS[head](cfg, encoder.embeddings.word, n)
                                        for name, (head, n) in heads.items()})
-    engine = TorchEngine(model, train_config(precision, compile), device)
+    engine = TorchEngine(model, optim_config(precision), device, compile=compile)
     model.train()
 
     def step(task: str, batch: dict[str, Tensor]) -> None:
@@ -166,7 +166,7 @@ def hf_step(cfg: ModelConfig, device: torch.device, precision: str) -> tuple[Ste
         attention_probs_dropout_prob=cfg.attention_dropout, attn_implementation="sdpa")).to(device).train()
     if model.config._attn_implementation != "sdpa":
         raise RuntimeError(f"HF picked attention {model.config._attn_implementation!r}, not sdpa")
-    optimizer, _ = make_adamw(param_groups(model, 0.01), train_config(precision), "auto")
+    optimizer, _ = make_adamw(param_groups(model, 0.01), optim_config(precision), "auto")
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step(task: str, batch: dict[str, Tensor]) -> None:

@@ -149,7 +149,7 @@ def make_batch(batch_size: int, seq_len: int, vocab_size: int, mask_fraction: fl
 def make_step(model: nn.Module, loss_fn: Callable[[], Tensor], precision: str,
               clock: Callable[[], float] = time.perf_counter, adamw: str = "auto") -> Callable[[], float]:
     """A closure running one training step of ``model``; returns its time in seconds on ``clock``."""
-    optimizer, _ = make_adamw(param_groups(model, WEIGHT_DECAY), TrainConfig(lr=LR), adamw)
+    optimizer, _ = make_adamw(param_groups(model, WEIGHT_DECAY), TrainConfig(lr=LR).optim, adamw)
 
     def step() -> float:
         start = clock()

@@ -26,7 +26,7 @@ from datasets import Dataset, load_from_disk
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 
-from ernie_cmtl.config import MODEL_FLAVOURS, ModelConfig, RunConfig, TrainConfig
+from ernie_cmtl.config import MODEL_FLAVOURS, ModelConfig, OptimConfig, RunConfig
 from ernie_cmtl.data import TaskStream, example_lengths, hash_seed, make_tasks
 from ernie_cmtl.engine import AdamWImpl, TorchEngine, make_adamw, param_groups
 from ernie_cmtl.model import flops_per_token
@@ -191,9 +191,10 @@ def model_config(flavour: str, vocab_size: int) -> ModelConfig:
                        attention_dropout=DROPOUT)
 
 
-def train_config(precision: str = "fp32") -> TrainConfig:
-    """The default run's optimizer settings (lr is irrelevant to timing; clipping at 1.0 is not)."""
-    return TrainConfig(precision=precision, lr=1e-4, warmup_steps=0, lr_decay="constant", max_steps=10**6)
+def optim_config(precision: str = "fp32") -> OptimConfig:
+    """The default run's optimizer settings at a constant rate (lr is irrelevant to timing; clipping at 1.0 is
+    not)."""
+    return OptimConfig(lr=1e-4, decay="constant", precision=precision)
 
 
 def hf_model(cfg: ModelConfig) -> nn.Module:
@@ -223,7 +224,7 @@ def ours_step(mix: TaskMix, cfg: ModelConfig, device: torch.device, precision: s
     AdamW; the loss read back every step)."""
     torch.manual_seed(0)
     model = build_model(replace(cfg), mix.tasks)
-    engine = TorchEngine(model, replace(train_config(precision), compile=compile), device, adamw=adamw)
+    engine = TorchEngine(model, optim_config(precision), device, adamw=adamw, compile=compile)
     model.train()
 
     def step(item: MixBatch) -> None:
@@ -243,7 +244,7 @@ def hf_step(mix: TaskMix, cfg: ModelConfig, device: torch.device, precision: str
     gradient clipping at 1.0, bf16 autocast when asked."""
     torch.manual_seed(0)
     model = hf_model(cfg).to(device)
-    optimizer, _ = make_adamw(param_groups(model, 0.01), train_config(precision), "auto")
+    optimizer, _ = make_adamw(param_groups(model, 0.01), optim_config(precision), "auto")
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step(item: MixBatch) -> None:

@@ -1,13 +1,14 @@
 """Checkpoints: one directory per step, written atomically, the last ``keep_last`` kept.
 
-``RUN_DIR/checkpoints/step_00000100/`` holds the engine's files (``model.pt`` and ``optimizer.pt`` for the
-PyTorch engine; DeepSpeed's own layout for the DeepSpeed engine), ``rng_rank<r>.pt`` (each rank's RNG states as
-tensors) and ``trainer_state.json`` (step, data positions, task ids, plan hash, ..., and the size and SHA-256
-of every other file in the checkpoint). Everything is written into a staging directory first and renamed when
-complete, so a crash mid-write never leaves a checkpoint that looks valid; the checksums catch what happens to
-it later (a disk that fills, a copy cut short): ``--resume`` takes the newest checkpoint that verifies and
-names the newer ones it skipped. Our files are read with ``torch.load(weights_only=True)``: no arbitrary object
-is ever unpickled.
+``RUN_DIR/checkpoints/step_00000100/`` holds the engine's files (each engine owns its layout and reads its
+own weights back: :mod:`ernie_cmtl.engine`, :mod:`ernie_cmtl.ds_engine`; this module knows neither),
+``rng_rank<r>.pt`` (each rank's RNG states as tensors) and ``trainer_state.json`` (step, data positions, task
+ids, plan hash, ..., and the size and SHA-256 of every other file in the checkpoint). Everything is written
+into a staging directory first and renamed when complete, so a crash mid-write never leaves a checkpoint that
+looks valid; the checksums catch what happens to it later (a disk that fills, a copy cut short): ``--resume``
+takes the newest checkpoint that verifies and names the newer ones it skipped. Our files are read with
+``torch.load(weights_only=True)``: no arbitrary object is ever unpickled. Reading a run's checkpoint outside
+the trainer: :mod:`ernie_cmtl.run_checkpoint`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import logging
 import os
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -181,69 +181,3 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
         return found, path
     raise CheckpointError(f"{path} is neither a pretraining run directory (with checkpoints/) nor a checkpoint "
                           f"directory (with {STATE_FILE})")
-
-
-def checkpoint_model_state(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """The model state dict of one of our checkpoints (torch engine or DeepSpeed ZeRO 0-2)."""
-    if (checkpoint / "model.pt").is_file():
-        return load_tensors(checkpoint / "model.pt")
-    deepspeed = checkpoint / "mp_rank_00_model_states.pt"
-    if deepspeed.is_file():  # DeepSpeed (ZeRO 0-2): the whole module's state is in rank 0's file
-        from ernie_cmtl.ds_engine import allow_deepspeed_checkpoint_globals
-
-        allow_deepspeed_checkpoint_globals()
-        state = load_tensors(deepspeed).get("module")
-        if isinstance(state, dict):
-            return state
-    raise CheckpointError(f"{checkpoint}: no model weights (expected model.pt, or DeepSpeed's "
-                          "mp_rank_00_model_states.pt; for ZeRO-3 run zero_to_fp32.py first)")
-
-
-@dataclass
-class RunCheckpoint:
-    """One checkpoint of a pretraining run, read for use outside the trainer (export, fine-tuning)."""
-
-    checkpoint: Path
-    run_dir: Path
-    raw_config: dict[str, Any]
-    """The run's resolved ``config.yaml``, as a mapping."""
-    model_config: Any
-    """Its ``model`` section (a :class:`~ernie_cmtl.config.ModelConfig`, vocabulary size filled in)."""
-    tokenizer: Any
-    weights: dict[str, torch.Tensor]
-    """The whole model state (``encoder.*``, ``heads.<task>.*``)."""
-    state: dict[str, Any]
-    """``trainer_state.json``."""
-
-    @property
-    def encoder_state(self) -> dict[str, torch.Tensor]:
-        return {k.removeprefix("encoder."): v for k, v in self.weights.items() if k.startswith("encoder.")}
-
-    @property
-    def task_ids(self) -> dict[str, int]:
-        return dict(self.state.get("task_ids", {}))
-
-
-def load_run_checkpoint(path: str | Path) -> RunCheckpoint:
-    """Read a run directory's latest checkpoint (or one ``checkpoints/step_N``) with the run's config and
-    tokenizer. Raises :class:`CheckpointError` (one line) naming what is missing."""
-    import yaml
-
-    from data_builders.tokenizer import load_tokenizer
-    from ernie_cmtl.config import ModelConfig, from_dict
-
-    checkpoint, run_dir = resolve_checkpoint(path)
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise CheckpointError(f"{config_path} not found: reading a checkpoint needs the run's resolved config")
-    raw = yaml.safe_load(config_path.read_text()) or {}
-    model_config = from_dict(ModelConfig, raw.get("model", {}), "model")
-    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
-    weights = checkpoint_model_state(checkpoint)
-    run = RunCheckpoint(checkpoint, run_dir, raw, model_config, tokenizer, weights, read_state(checkpoint))
-    encoder = run.encoder_state
-    if not encoder:
-        raise CheckpointError(f"{checkpoint}: the checkpoint holds no encoder.* weights")
-    if model_config.vocab_size <= 0:
-        model_config.vocab_size = int(encoder["embeddings.word.weight"].shape[0])
-    return run

@@ -4,10 +4,9 @@ Every section is a small dataclass; each component receives only its own section
 section up front: an unknown key or a value of the wrong type or range raises :class:`ConfigError` with a
 one-line message that names the dotted key, so a typo never survives until hour three of a run.
 
-This module is a leaf: it imports nothing of the project but the corpus options
-(``data_builders.corpus_options``, itself a leaf), which the ``data`` section extends. Task sections
-(``tasks.<name>``) are typed by the task plugin that owns the name, the schedule is checked against the tasks
-and ``model.init_from`` against its checkpoint where the run is assembled (:mod:`ernie_cmtl.assembly`).
+This module is a leaf: it imports nothing of the project. Task sections (``tasks.<name>``) are typed by the
+task plugin that owns the name, the schedule is checked against the tasks and ``model.init_from`` against its
+checkpoint where the run is assembled (:mod:`ernie_cmtl.assembly`).
 """
 
 from __future__ import annotations
@@ -22,8 +21,6 @@ from typing import Any, Literal
 
 import yaml
 
-from data_builders.corpus_options import CorpusOptionError, CorpusOptions
-
 
 class ConfigError(ValueError):
     """A configuration key or value is invalid. The message is one line and names the key."""
@@ -36,15 +33,36 @@ def require(condition: bool, key: str, expected: str) -> None:
 
 
 @dataclass
-class DataConfig(CorpusOptions):
-    """The ``data`` section: how the corpus is read (the fields of
-    :class:`~data_builders.corpus_options.CorpusOptions`: ``format``, ``encoding``, ``language``,
-    ``min_body_chars``, ``min_paragraph_words``, ``min_paragraph_chars``, ``max_documents``, ``on_bad_input``,
-    ``max_paragraph_chars``, ``max_document_chars``, declared, defaulted and checked there), then how examples
-    are built from it."""
-
+class DataConfig:
     corpus: list[str] = field(default_factory=list)
     """Files, directories or globs. Empty: the embedded corpus (docstrings of the Python standard library)."""
+    format: Literal["auto", "text", "jsonl", "wikiextractor", "hf", "markdown", "text_file"] = "auto"
+    """Corpus format; ``auto`` decides per file (``<doc`` header, ``.jsonl``, ``.md``, HF dataset dir, else
+    text). ``markdown`` and ``text_file`` read one document per file (title: the first ``#`` heading, or the
+    first line; see ``data_builders.markdown``)."""
+    language: Literal["auto", "en", "zh"] = "auto"
+    """Corpus language. auto: per document, Chinese when its CJK characters outnumber its Latin words; en / zh:
+    every document. Chinese documents are NFKC-normalized, filtered in characters, split at 。！？； and
+    segmented with jieba for the word-level tasks (``data_builders.language``; capitalization needs en)."""
+    min_body_chars: int = 200
+    """Documents whose body (paragraphs kept) is shorter than this are dropped as stubs."""
+    min_paragraph_words: int = 6
+    """Shorter lines are section headings or debris, not paragraphs (lines without CJK characters)."""
+    min_paragraph_chars: int = 4
+    """Chinese documents: lines with CJK characters and fewer of them than this are labels or debris, unless
+    they end a sentence ("删去。")."""
+    max_documents: int = 0
+    """Use at most this many documents (0 = all); handy for smoke runs."""
+    on_bad_input: Literal["skip", "error"] = "skip"
+    """skip: drop bad parts of the corpus (a line that is not UTF-8 or is binary, a malformed JSON Lines record,
+    an unreadable ``<doc>`` header; an unterminated ``<doc>`` keeps its text), count them per file and reason in
+    ``RUN_DIR/data_report.json``; error: the first bad part stops the run, naming ``file:line``."""
+    max_paragraph_chars: int = 10_000
+    """Longer paragraphs (lines) are cut at a sentence end, else a space, else at this bound, before
+    tokenization, so work stays linear on any input shape (docs/DATA_QUALITY.md)."""
+    max_document_chars: int = 100_000
+    """Longer documents are cut into parts (``<id>#2``, ...) at paragraph boundaries, so no batch of the
+    builders grows with the longest input (data_builders.corpus.MAX_DOCUMENT_CHARS)."""
     skip_empty_tasks: bool = False
     """pretrain: train without the tasks this corpus gives no examples (they are reported either way). False:
     one error listing every such task, before any training."""
@@ -75,10 +93,13 @@ class DataConfig(CorpusOptions):
     """Where documents, tokenizers and built examples are cached under their fingerprints."""
 
     def __post_init__(self) -> None:
-        try:
-            self.check_corpus_options()
-        except CorpusOptionError as err:  # already the one-line "data.<key>: expected ..." form
-            raise ConfigError(str(err)) from None
+        require(self.min_body_chars >= 0, "data.min_body_chars", "an integer >= 0")
+        require(self.min_paragraph_words >= 1, "data.min_paragraph_words", "an integer >= 1")
+        require(self.min_paragraph_chars >= 1, "data.min_paragraph_chars", "an integer >= 1")
+        require(self.max_documents >= 0, "data.max_documents", "an integer >= 0")
+        require(self.max_paragraph_chars >= 100, "data.max_paragraph_chars", "an integer >= 100")
+        require(self.max_document_chars >= self.max_paragraph_chars, "data.max_document_chars",
+                "an integer >= data.max_paragraph_chars")
         require(0.0 < self.valid_fraction < 0.5, "data.valid_fraction", "a number in (0, 0.5)")
         require(16 <= self.max_seq_len <= 4096, "data.max_seq_len", "an integer in [16, 4096]")
         require(self.num_proc >= 1, "data.num_proc", "an integer >= 1")
@@ -191,6 +212,47 @@ class DeepSpeedSection:
     """Nested DeepSpeed fields to change, e.g. {zero_optimization: {stage: 3}}."""
 
 
+@dataclass(frozen=True)
+class OptimConfig:
+    """How an engine steps: AdamW, its learning-rate schedule, clipping, accumulation and precision.
+
+    Every training loop builds one and hands it to its engine (:func:`ernie_cmtl.engine.build_engine`):
+    pretraining from its ``train`` section (:attr:`TrainConfig.optim`), fine-tuning from its own config,
+    the benchmarks directly. Not a YAML section of its own."""
+
+    lr: float
+    """Peak learning rate."""
+    total_steps: int = 0
+    """Optimizer steps the schedule decays over; 0 only with ``decay="constant"`` (no horizon needed)."""
+    warmup_steps: int = 0
+    """Linear warm-up: step s (from 0) runs at ``(s + 1) / (warmup_steps + 1)`` of the peak."""
+    decay: Literal["linear", "cosine", "constant"] = "linear"
+    min_lr_ratio: float = 0.0
+    """The decay ends at this share of the peak, at ``total_steps``."""
+    weight_decay: float = 0.01
+    """On matrices only: biases and LayerNorm weights (1-D parameters) are not decayed."""
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 = off)."""
+    grad_accum_steps: int = 1
+    """Micro-batches per optimizer step."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """bf16: autocast (torch engine) or DeepSpeed bf16; fp16: DeepSpeed engine only (loss scaling)."""
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, "lr", "a number > 0")
+        require(self.total_steps >= 1 or self.decay == "constant", "total_steps",
+                "an integer >= 1 (the steps a linear or cosine decay runs over)")
+        require(self.warmup_steps >= 0, "warmup_steps", "an integer >= 0")
+        require(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "a number in [0, 1]")
+        require(self.weight_decay >= 0, "weight_decay", "a number >= 0")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two numbers in [0, 1)")
+        require(self.grad_clip >= 0, "grad_clip", "a number >= 0")
+        require(self.grad_accum_steps >= 1, "grad_accum_steps", "an integer >= 1")
+        object.__setattr__(self, "betas", (float(self.betas[0]), float(self.betas[1])))
+
+
 @dataclass
 class TrainConfig:
     batch_size: int = 32
@@ -247,6 +309,14 @@ class TrainConfig:
         require(self.grad_clip >= 0, "train.grad_clip", "a number >= 0")
         require(self.precision != "fp16" or self.engine == "deepspeed", "train.precision",
                 "'fp32' or 'bf16' with train.engine=torch (fp16 needs DeepSpeed's loss scaling)")
+
+    @property
+    def optim(self) -> OptimConfig:
+        """The optimizer, schedule and step settings of this section, as the engine takes them."""
+        return OptimConfig(lr=self.lr, total_steps=self.max_steps, warmup_steps=self.warmup_steps,
+                           decay=self.lr_decay, min_lr_ratio=self.min_lr_ratio, weight_decay=self.weight_decay,
+                           betas=tuple(self.adam_betas), eps=self.adam_eps, grad_clip=self.grad_clip,
+                           grad_accum_steps=self.grad_accum_steps, precision=self.precision)
 
 
 @dataclass

@@ -3,8 +3,12 @@
 The DeepSpeed JSON (``train.deepspeed.config``, e.g. ``configs/ds/zero2.json``) chooses ZeRO stage, offload and
 communication settings; the fields our config owns are written over it (micro batch, accumulation, clipping,
 precision), so one value can never disagree with the other. The optimizer is ours (``torch.optim.AdamW`` through
-:func:`ernie_cmtl.engine.make_adamw`: fused where torch has the kernel; no extension to compile) and so is
+:func:`ernie_cmtl.optim.build_optimizer`: fused where torch has the kernel; no extension to compile) and so is
 the learning-rate schedule; DeepSpeed wraps both.
+
+Its checkpoints are DeepSpeed's layout (``mp_rank_00_model_states.pt``, ZeRO shards, its recovery scripts),
+read with ``weights_only=True`` and the few DeepSpeed classes they hold allow-listed here
+(:func:`allow_deepspeed_checkpoint_globals`); :func:`read_model_state` reads the weights outside the trainer.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ernie_cmtl.config import TrainConfig
-from ernie_cmtl.engine import lr_lambda, make_adamw, param_groups
+from ernie_cmtl.config import DeepSpeedSection, OptimConfig
+from ernie_cmtl.optim import build_optimizer
 
 log = logging.getLogger(__name__)
+
+MODEL_STATES_FILE = "mp_rank_00_model_states.pt"
+"""DeepSpeed's module state (ZeRO 0-2: the whole model; written by rank 0)."""
 
 
 def _free_port() -> int:
@@ -48,25 +55,26 @@ def init_distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def build_ds_config(train: TrainConfig, world_size: int) -> dict[str, Any]:
-    """The DeepSpeed JSON named in the config, with our fields written over it (conflicts are logged)."""
-    path = Path(train.deepspeed.config)
+def build_ds_config(optim: OptimConfig, section: DeepSpeedSection, micro_batch_size: int,
+                    world_size: int) -> dict[str, Any]:
+    """The DeepSpeed JSON named in ``section``, with our fields written over it (conflicts are logged)."""
+    path = Path(section.config)
     if not path.is_file():
-        raise FileNotFoundError(f"train.deepspeed.config: {path} not found")
+        raise FileNotFoundError(f"deepspeed.config: {path} not found")
     ds = json.loads(path.read_text())
-    ds = _deep_update(ds, copy.deepcopy(train.deepspeed.overrides))
+    ds = _deep_update(ds, copy.deepcopy(section.overrides))
     ours = {
-        "train_micro_batch_size_per_gpu": train.batch_size,
-        "gradient_accumulation_steps": train.grad_accum_steps,
-        "train_batch_size": train.batch_size * train.grad_accum_steps * world_size,
-        "gradient_clipping": train.grad_clip,
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": optim.grad_accum_steps,
+        "train_batch_size": micro_batch_size * optim.grad_accum_steps * world_size,
+        "gradient_clipping": optim.grad_clip,
     }
     for key, value in ours.items():
         if key in ds and ds[key] != value:
             log.warning("DeepSpeed config %s: %s=%s replaced by the run config's %s", path, key, ds[key], value)
         ds[key] = value
-    ds["bf16"] = {**ds.get("bf16", {}), "enabled": train.precision == "bf16"}
-    ds["fp16"] = {**ds.get("fp16", {}), "enabled": train.precision == "fp16"}
+    ds["bf16"] = {**ds.get("bf16", {}), "enabled": optim.precision == "bf16"}
+    ds["fp16"] = {**ds.get("fp16", {}), "enabled": optim.precision == "fp16"}
     ds.setdefault("steps_per_print", 10**9)  # our progress bar and metrics report progress
     ds["zero_allow_untested_optimizer"] = True
     return ds
@@ -100,17 +108,18 @@ def allow_deepspeed_checkpoint_globals() -> None:
 
 
 class DeepSpeedEngine:
-    """``deepspeed.initialize`` behind the trainer's engine interface."""
+    """``deepspeed.initialize`` behind the engine interface (:class:`ernie_cmtl.engine.Engine`).
+    ``section``: the DeepSpeed JSON and its overrides; ``micro_batch_size``: sequences per forward pass."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, world_size: int) -> None:
+    def __init__(self, model: nn.Module, cfg: OptimConfig, world_size: int,
+                 section: DeepSpeedSection | None = None, micro_batch_size: int = 1) -> None:
         import deepspeed
 
         self.cfg = cfg
-        self.ds_config = build_ds_config(cfg, world_size)
+        self.ds_config = build_ds_config(cfg, section or DeepSpeedSection(), micro_batch_size, world_size)
         # the implementation is chosen for the device the parameters will be on (DeepSpeed moves them there)
-        optimizer, self.adamw_impl = make_adamw(param_groups(model, cfg.weight_decay), cfg)
+        optimizer, scheduler, self.adamw_impl = build_optimizer(model, cfg)
         log.info("AdamW: %s implementation (DeepSpeed engine)", self.adamw_impl)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)
         allow_deepspeed_checkpoint_globals()
@@ -118,8 +127,8 @@ class DeepSpeedEngine:
         self.module = self.engine.module
         self.device = self.engine.device
 
-    def __call__(self, task: str, batch: dict[str, Tensor]) -> Tensor:
-        return self.engine(task, batch)
+    def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
+        return self.engine(*inputs, **kwargs)
 
     def backward(self, loss: Tensor) -> None:
         self.engine.backward(loss)  # DeepSpeed divides by the accumulation steps itself
@@ -165,3 +174,16 @@ class DeepSpeedEngine:
 
     def model_state_dict(self) -> dict[str, Any]:
         return self.engine.module.state_dict()
+
+
+def read_model_state(checkpoint: Path) -> dict[str, Tensor] | None:
+    """The model state dict in a checkpoint the DeepSpeed engine wrote (ZeRO 0-2: rank 0's module state), or
+    None when ``checkpoint`` holds none. ZeRO-3 partitions the weights: run its ``zero_to_fp32.py`` first."""
+    from ernie_cmtl.checkpoint import load_tensors
+
+    path = checkpoint / MODEL_STATES_FILE
+    if not path.is_file():
+        return None
+    allow_deepspeed_checkpoint_globals()
+    state = load_tensors(path).get("module")
+    return state if isinstance(state, dict) else None

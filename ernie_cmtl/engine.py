@@ -1,30 +1,51 @@
 """The training engine: forward, backward and optimizer step behind one small interface.
 
 The interface mirrors DeepSpeed's engine (``engine(...)``, ``engine.backward(loss)``, ``engine.step()``), so the
-DeepSpeed engine can stand in for :class:`TorchEngine` without the trainer changing. ``step`` is called once per
-micro-batch; the optimizer only steps at gradient-accumulation boundaries.
+DeepSpeed engine can stand in for :class:`TorchEngine` without the loop changing. Every loop (pretraining,
+fine-tuning, the benchmarks) describes its step with an :class:`~ernie_cmtl.config.OptimConfig` and gets its
+engine from :func:`build_engine`. ``engine(*inputs)`` calls the model with whatever it takes (the pretraining
+model: ``(task, batch)``); ``step`` is called once per micro-batch, and the optimizer only steps at
+gradient-accumulation boundaries.
+
+Each engine owns its checkpoint files: :class:`TorchEngine` writes ``model.pt`` and ``optimizer.pt``
+(:func:`read_model_state` reads the weights back); the DeepSpeed engine its own layout
+(:mod:`ernie_cmtl.ds_engine`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from ernie_cmtl.config import TrainConfig
+from ernie_cmtl.config import DeepSpeedSection, OptimConfig
+from ernie_cmtl.optim import (  # re-exported: the optimizer's home is ernie_cmtl.optim
+    AdamWImpl,
+    build_optimizer,
+    fused_adamw_supported,
+    lr_lambda,
+    make_adamw,
+    param_groups,
+)
 
 log = logging.getLogger(__name__)
 
 
+MODEL_FILE = "model.pt"
+"""The torch engine's model state in a checkpoint directory (``torch.save`` of the state dict)."""
+OPTIMIZER_FILE = "optimizer.pt"
+
+
 class Engine(Protocol):
     module: nn.Module
+    device: torch.device
 
-    def __call__(self, task: str, batch: dict[str, Tensor]) -> Tensor: ...
+    def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
+        """The model's forward on ``inputs`` (under the engine's precision)."""
 
     def backward(self, loss: Tensor) -> None: ...
 
@@ -41,85 +62,38 @@ class Engine(Protocol):
         """Restore model and optimizer state from ``directory`` (written at ``saved_world_size`` ranks)."""
 
 
-def lr_lambda(cfg: TrainConfig):
-    """Linear warmup, then linear / cosine decay to ``min_lr_ratio`` at ``max_steps`` (or constant)."""
-
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / (cfg.warmup_steps + 1)
-        if cfg.lr_decay == "constant":
-            return 1.0
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-        shape = 1.0 - progress if cfg.lr_decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-        return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * shape
-
-    return factor
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases, LayerNorm weights and embeddings' biases (1-D parameters)."""
-    seen, decay, no_decay = set(), [], []
-    for param in model.parameters():
-        if id(param) in seen or not param.requires_grad:
-            continue
-        seen.add(id(param))
-        (decay if param.ndim >= 2 else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-AdamWImpl = Literal["auto", "fused", "foreach", "for-loop"]
-
-
-def make_adamw(groups: list[dict[str, Any]], cfg: TrainConfig, impl: AdamWImpl = "auto"
-               ) -> tuple[torch.optim.AdamW, str]:
-    """AdamW over ``groups`` and the implementation it got. ``auto``: the fused kernel where torch has one
-    for the parameters' device and dtype (CUDA, and CPU since torch 2.4), else the foreach one. Measured on
-    this project's CPU, one BERT-base AdamW step: 477 ms for-loop (torch's CPU default), 199 ms foreach,
-    52 ms fused (docs/PERFORMANCE.md); ``for-loop`` is what the engine used on CPU before."""
-    kwargs = {"lr": cfg.lr, "betas": tuple(cfg.adam_betas), "eps": cfg.adam_eps}
-    if impl == "fused" or (impl == "auto" and fused_adamw_supported(groups)):
-        return torch.optim.AdamW(groups, **kwargs, fused=True), "fused"
-    if impl == "for-loop":
-        return torch.optim.AdamW(groups, **kwargs, foreach=False), "for-loop"
-    return torch.optim.AdamW(groups, **kwargs, foreach=True), "foreach"
-
-
-def fused_adamw_supported(groups: list[dict[str, Any]]) -> bool:
-    """Whether torch has a fused AdamW kernel for every parameter (it only checks at the first step)."""
-    try:
-        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-        devices = _get_fused_kernels_supported_devices()
-    except ImportError:  # the helper is private: where it moved, claim only what every torch >= 2.4 has
-        devices = ["cuda", "cpu"]
-    return all(p.device.type in devices and torch.is_floating_point(p) for g in groups for p in g["params"])
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (cuda if present, else cpu), or a torch device name (``cpu``, ``cuda``, ``cuda:1``, ...)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 class TorchEngine:
     """Single-process PyTorch engine: AdamW, warmup + decay, clipping, accumulation, bf16 autocast.
 
     ``adamw`` picks the optimizer implementation (see :func:`make_adamw`; benchmarks compare them). With
-    ``train.compile`` the forward runs through ``torch.compile`` (dynamic shapes: batches differ in length);
+    ``compile`` the forward runs through ``torch.compile`` (dynamic shapes: batches differ in length);
     ``module`` stays the plain model, so checkpoints keep their parameter names."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device,
-                 adamw: AdamWImpl = "auto") -> None:
+    def __init__(self, model: nn.Module, cfg: OptimConfig, device: torch.device,
+                 adamw: AdamWImpl = "auto", compile: bool = False) -> None:
         self.module = model.to(device)
         self.device = device
         self.cfg = cfg
-        self.optimizer, self.adamw_impl = make_adamw(param_groups(model, cfg.weight_decay), cfg, adamw)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+        self.optimizer, self.scheduler, self.adamw_impl = build_optimizer(model, cfg, adamw)
         self.micro_steps = 0
-        self.forward = torch.compile(self.module, dynamic=True) if cfg.compile else self.module
-        log.info("AdamW: %s implementation%s", self.adamw_impl, ", torch.compile on" if cfg.compile else "")
+        self.forward = torch.compile(self.module, dynamic=True) if compile else self.module
+        log.info("AdamW: %s implementation%s", self.adamw_impl, ", torch.compile on" if compile else "")
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.cfg.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def __call__(self, task: str, batch: dict[str, Tensor]) -> Tensor:
+    def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
         with self.autocast():
-            return self.forward(task, batch)
+            return self.forward(*inputs, **kwargs)
 
     def backward(self, loss: Tensor) -> None:
         (loss / self.cfg.grad_accum_steps).backward()
@@ -142,24 +116,50 @@ class TorchEngine:
 
     def save_checkpoint(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        torch.save(self.module.state_dict(), directory / "model.pt")
+        torch.save(self.module.state_dict(), directory / MODEL_FILE)
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                    "micro_steps": self.micro_steps}, directory / "optimizer.pt")
+                    "micro_steps": self.micro_steps}, directory / OPTIMIZER_FILE)
 
     def load_checkpoint(self, directory: Path, strict: bool = True, saved_world_size: int | None = None,
                         step: int = 0) -> None:
         """``strict=False`` (a changed plan): new heads start fresh and the optimizer state is not restored."""
         from ernie_cmtl.checkpoint import CheckpointError, load_tensors
 
-        if not (directory / "model.pt").is_file():
-            raise CheckpointError(f"{directory} holds no model.pt (was it written by the DeepSpeed engine? "
+        if not (directory / MODEL_FILE).is_file():
+            raise CheckpointError(f"{directory} holds no {MODEL_FILE} (was it written by the DeepSpeed engine? "
                                   "then resume with train.engine=deepspeed)")
-        missing, unexpected = self.module.load_state_dict(load_tensors(directory / "model.pt", self.device),
+        missing, unexpected = self.module.load_state_dict(load_tensors(directory / MODEL_FILE, self.device),
                                                           strict=strict)
         if missing or unexpected:
             log.warning("checkpoint/model mismatch: new %s, dropped %s", missing, unexpected)
             return
-        state = load_tensors(directory / "optimizer.pt", self.device)
+        state = load_tensors(directory / OPTIMIZER_FILE, self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.micro_steps = int(state["micro_steps"])
+
+
+def read_model_state(checkpoint: Path) -> dict[str, Tensor] | None:
+    """The model state dict in a checkpoint the torch engine wrote, or None when ``checkpoint`` holds none."""
+    from ernie_cmtl.checkpoint import load_tensors
+
+    path = checkpoint / MODEL_FILE
+    return load_tensors(path) if path.is_file() else None
+
+
+def build_engine(model: nn.Module, optim: OptimConfig, *, engine: Literal["torch", "deepspeed"] = "torch",
+                 device: str = "auto", compile: bool = False, deepspeed: DeepSpeedSection | None = None,
+                 micro_batch_size: int = 1, world_size: int = 1) -> Engine:
+    """The engine a loop steps through: :class:`TorchEngine` on ``device`` (``auto``: see
+    :func:`resolve_device`), or the DeepSpeed engine (the process group must be started,
+    :func:`ernie_cmtl.ds_engine.init_distributed`; it places the model itself). ``micro_batch_size`` and
+    ``world_size`` are DeepSpeed's batch accounting; ``compile`` applies to the torch engine."""
+    if engine == "deepspeed":
+        from ernie_cmtl.ds_engine import DeepSpeedEngine
+
+        return DeepSpeedEngine(model, optim, world_size, deepspeed or DeepSpeedSection(), micro_batch_size)
+    return TorchEngine(model, optim, resolve_device(device), compile=compile)
+
+
+__all__ = ["MODEL_FILE", "OPTIMIZER_FILE", "AdamWImpl", "Engine", "TorchEngine", "build_engine", "build_optimizer",
+           "fused_adamw_supported", "lr_lambda", "make_adamw", "param_groups", "read_model_state", "resolve_device"]

@@ -443,8 +443,8 @@ def save_extra_state(run_dir: Path, hf: HFModel) -> None:
 
 def export_source(checkpoint: str | Path) -> tuple[ExportSource, Any]:
     """What :func:`write_model_dir` needs, read from one of our checkpoints: (source, tokenizer)."""
-    from ernie_cmtl.checkpoint import load_run_checkpoint
     from ernie_cmtl.config import to_plain
+    from ernie_cmtl.run_checkpoint import load_run_checkpoint
 
     run = load_run_checkpoint(checkpoint)
     weights, state = run.weights, run.state

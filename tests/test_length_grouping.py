@@ -13,7 +13,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from ernie_cmtl.config import ConfigError, ModelConfig, TrainConfig
+from ernie_cmtl.config import ConfigError, ModelConfig, OptimConfig, TrainConfig
 from ernie_cmtl.data import TaskStream, example_lengths, hash_seed
 from ernie_cmtl.engine import TorchEngine, make_adamw
 from ernie_cmtl.model import Encoder
@@ -242,7 +242,7 @@ def _debug_model(vocab: int = 300) -> torch.nn.Module:
 
 def test_the_engine_takes_fused_adamw_where_torch_has_it_and_it_matches_the_for_loop():
     """Fused (the engine's choice on this CPU) and torch's for-loop AdamW give the same weights."""
-    cfg = TrainConfig(lr=1e-2, warmup_steps=0, lr_decay="constant")
+    cfg = OptimConfig(lr=1e-2, decay="constant")
     ids = torch.randint(0, 300, (4, 16), generator=torch.Generator().manual_seed(1))
     engines = {impl: TorchEngine(_debug_model(), cfg, torch.device("cpu"), adamw=impl)
                for impl in ("auto", "for-loop")}
@@ -259,7 +259,7 @@ def test_the_engine_takes_fused_adamw_where_torch_has_it_and_it_matches_the_for_
 
 def test_without_a_fused_kernel_the_engine_falls_back_to_foreach():
     complex_param = torch.nn.Parameter(torch.zeros(3, dtype=torch.complex64))  # no fused kernel takes these
-    _, impl = make_adamw([{"params": [complex_param]}], TrainConfig())
+    _, impl = make_adamw([{"params": [complex_param]}], OptimConfig(lr=1e-3, decay="constant"))
     assert impl == "foreach"
 
 
