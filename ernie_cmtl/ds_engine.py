@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ernie_cmtl.config import DeepSpeedSection, OptimConfig
+from ernie_cmtl.faults import poison_nonfinite
 from ernie_cmtl.optim import build_optimizer
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ def build_ds_config(optim: OptimConfig, section: DeepSpeedSection, micro_batch_s
         ds[key] = value
     ds["bf16"] = {**ds.get("bf16", {}), "enabled": optim.precision == "bf16"}
     ds["fp16"] = {**ds.get("fp16", {}), "enabled": optim.precision == "fp16"}
+    if optim.precision == "bf16":  # skip steps with a non-finite gradient norm (ernie_cmtl.faults)
+        ds["bf16"]["check_grad_overflow"] = True
     ds.setdefault("steps_per_print", 10**9)  # our progress bar and metrics report progress
     ds["zero_allow_untested_optimizer"] = True
     return ds
@@ -131,16 +134,41 @@ class DeepSpeedEngine:
         return self.engine(*inputs, **kwargs)
 
     def backward(self, loss: Tensor) -> None:
-        self.engine.backward(loss)  # DeepSpeed divides by the accumulation steps itself
+        # DeepSpeed divides by the accumulation steps itself; a non-finite loss makes the gradients NaN, so
+        # the global (all-reduced) norm decides the skip on every rank alike
+        self.engine.backward(poison_nonfinite(loss))
 
-    def step(self) -> dict[str, float] | None:
+    @property
+    def skips_nonfinite_itself(self) -> bool:
+        """ZeRO 1-3 and the bf16/fp16 optimizers skip a step whose global gradient norm is not finite (optimizer
+        and schedule untouched; ``check_grad_overflow`` is forced on for bf16); plain ZeRO 0 in fp32 does not,
+        so we hand our fused AdamW the flag (``found_inf``) and give the schedule position back ourselves."""
+        return self.engine.zero_optimization_stage() > 0 or self.cfg.precision != "fp32"
+
+    def step(self) -> dict[str, Any] | None:
         boundary = self.engine.is_gradient_accumulation_boundary()
         lr = self.scheduler.get_last_lr()[0]
-        self.engine.step()
+        skipped: Tensor | bool | None = None
+        if boundary and not self.skips_nonfinite_itself:  # gradients are all-reduced by now (backward)
+            grads = [p.grad for p in self.module.parameters() if p.grad is not None]
+            skipped = ~torch.isfinite(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+            self.optimizer.found_inf = skipped.float()
+        try:
+            self.engine.step()
+        finally:
+            self.optimizer.__dict__.pop("found_inf", None)
         if not boundary:
             return None
         norm = self.engine.get_global_grad_norm()
-        return {"lr": lr, "grad_norm": float(norm) if norm is not None else float("nan")}
+        if skipped is None:
+            skipped = not self.engine.was_step_applied()
+        return {"lr": lr, "grad_norm": float(norm) if norm is not None else float("nan"), "skipped": skipped}
+
+    def rewind_schedule(self, steps: int) -> None:
+        """Give back schedule positions of skipped steps (only where DeepSpeed advanced it: ZeRO 0, fp32)."""
+        if steps and not self.skips_nonfinite_itself:
+            self.scheduler.last_epoch -= steps + 1
+            self.scheduler.step()
 
     def save_checkpoint(self, directory: Path) -> None:
         """Every rank calls this; DeepSpeed writes ``directory`` (its ZeRO shards included)."""

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ernie_cmtl.config import DeepSpeedSection, OptimConfig
+from ernie_cmtl.faults import poison_nonfinite, skip_if_nonfinite
 from ernie_cmtl.optim import (  # re-exported: the optimizer's home is ernie_cmtl.optim
     AdamWImpl,
     build_optimizer,
@@ -51,8 +52,13 @@ class Engine(Protocol):
 
     def step(self) -> dict[str, float | Tensor] | None:
         """Called after every micro-batch; at an accumulation boundary, steps and returns
-        ``{"lr", "grad_norm"}``, else returns None. ``grad_norm`` may be a 0-d tensor still on the device:
-        reading it is a host sync, so the trainer does so only on logging steps."""
+        ``{"lr", "grad_norm", "skipped"}``, else returns None. ``grad_norm`` may be a 0-d tensor still on the
+        device: reading it is a host sync, so the trainer does so only on logging steps. ``skipped``: whether the
+        step was not applied because its loss or global gradient norm was not finite (a bool tensor, or a bool).
+        """
+
+    def rewind_schedule(self, steps: int) -> None:
+        """Give back the learning-rate schedule positions that ``steps`` skipped steps took (if any did)."""
 
     def save_checkpoint(self, directory: Path) -> None:
         """Write model and optimizer state into ``directory`` (every rank calls it)."""
@@ -96,7 +102,7 @@ class TorchEngine:
             return self.forward(*inputs, **kwargs)
 
     def backward(self, loss: Tensor) -> None:
-        (loss / self.cfg.grad_accum_steps).backward()
+        (poison_nonfinite(loss) / self.cfg.grad_accum_steps).backward()
 
     def step(self) -> dict[str, float | Tensor] | None:
         self.micro_steps += 1
@@ -109,10 +115,17 @@ class TorchEngine:
             grad_norm = torch.linalg.vector_norm(
                 torch.stack([p.grad.norm() for p in params if p.grad is not None]))
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
-        self.scheduler.step()
+        skipped = skip_if_nonfinite(self.optimizer, grad_norm)  # decided on the device (ernie_cmtl.faults)
+        self.scheduler.step()  # a skipped step's position is given back later: rewind_schedule
         self.optimizer.zero_grad(set_to_none=True)
-        return {"lr": lr, "grad_norm": grad_norm.detach()}  # a tensor: no host sync here
+        # tensors: no host sync here
+        return {"lr": lr, "grad_norm": grad_norm.detach(), "skipped": skipped}
+
+    def rewind_schedule(self, steps: int) -> None:
+        """Give back ``steps`` learning-rate schedule positions taken by skipped (non-finite) steps."""
+        if steps:
+            self.scheduler.last_epoch -= steps + 1
+            self.scheduler.step()
 
     def save_checkpoint(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
