@@ -118,14 +118,14 @@ def build_all(files: list[str], work: Path, tasks: list[str], num_proc: int = 1)
     from data_builders.corpus import build_documents
     from data_builders.tokenizer import iter_paragraphs, train_chinese_wordpiece, train_wordpiece
     from ernie_cmtl.assembly import load_config
-    from ernie_cmtl.data import (
+    from ernie_cmtl.build.examples import (
         TaskJob,
         build_task,
         build_tasks,
         make_tasks,
         sentence_tokens_in_blocks,
-        statistics_sample,
     )
+    from ernie_cmtl.build.prepare import statistics_sample
     from ernie_cmtl.tasks import BuildContext, SpecialIds
 
     timings, peaks, cpu = {}, {}, {}  # cpu: process CPU seconds, what a stage costs on a machine others share

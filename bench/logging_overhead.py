@@ -35,7 +35,8 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from ernie_cmtl import api
-    from ernie_cmtl.data import prepare_data
+    from ernie_cmtl.assembly import settle_run
+    from ernie_cmtl.build.prepare import prepare_data
     from ernie_cmtl.monitor import Monitor
     from ernie_cmtl.trainer import Trainer
 
@@ -58,7 +59,9 @@ def main() -> None:
         config = api.configure(REPO / "configs" / "default.yaml", [*base, *extra], args.corpus, work / name)
         run_dir = Path(config.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        trainers[name] = Trainer(config, prepare_data(config, run_dir, progress=False), run_dir)
+        data = prepare_data(config, run_dir, progress=False)
+        config, plan = settle_run(config, data)
+        trainers[name] = Trainer(config, data, run_dir, plan)
         monitors[name] = Monitor(run_dir, config.monitor, config.to_dict())
     per_step: dict[str, list[float]] = {name: [] for name in modes}
     names = list(modes)

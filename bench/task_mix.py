@@ -26,11 +26,12 @@ from datasets import Dataset, load_from_disk
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 
+from ernie_cmtl.build.examples import make_tasks
 from ernie_cmtl.config import MODEL_FLAVOURS, ModelConfig, OptimConfig, RunConfig
-from ernie_cmtl.data import TaskStream, example_lengths, hash_seed, make_tasks
 from ernie_cmtl.engine import AdamWImpl, TorchEngine, make_adamw, param_groups
 from ernie_cmtl.model import flops_per_token
 from ernie_cmtl.scheduler import build_plan
+from ernie_cmtl.stream import TaskStream, example_lengths, hash_seed
 from ernie_cmtl.tasks import IGNORE_INDEX, PretrainTask, SpecialIds
 from ernie_cmtl.trainer import assign_task_ids, build_model
 

@@ -5,21 +5,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ernie_cmtl.assembly import load_config
+from ernie_cmtl.assembly import load_config, settle_run
+from ernie_cmtl.build.prepare import PreparedData, prepare_data
 from ernie_cmtl.checkpoint import latest_verified_checkpoint, read_state
 from ernie_cmtl.config import ConfigError, RunConfig, dump_config
-from ernie_cmtl.data import PreparedData, prepare_data
 from ernie_cmtl.hf import HFModel, load_hf_model, save_extra_state
 from ernie_cmtl.scheduler import Plan, build_plan
 from ernie_cmtl.trainer import Trainer, TrainResult
 
 if TYPE_CHECKING:  # downstream builds on ernie_cmtl; it is imported only when fine-tuning runs
     from downstream.finetune import FinetuneConfig
+    from downstream.probe import ProbeSettings
 
 log = logging.getLogger("ernie_cmtl")
 
@@ -75,7 +76,7 @@ def build_data(config: RunConfig, progress: bool = True, *, shard: tuple[int, in
     gives no examples are reported (``empty_tasks``, ``RUN_DIR/data_report.json``), not an error, while at
     least one task has examples. ``shard=(k, n)``: only the examples of the k-th of n parts of the corpus
     (a later run reads the n shards as one dataset); ``statistics_only``: the tokenizer and the tasks' corpus
-    statistics, no examples (see :func:`ernie_cmtl.data.prepare_data`)."""
+    statistics, no examples (see :func:`ernie_cmtl.build.prepare.prepare_data`). ``config`` is not edited."""
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return prepare_data(config, run_dir, progress=progress, allow_empty_tasks=True, shard=shard,
@@ -119,19 +120,26 @@ def finetune(checkpoint: str | Path, tasks: list[str] | str | None = None,
 
 def pretrain(config: RunConfig, *, resume: bool = False, stop_at: int | None = None,
              progress: bool = True, allow_plan_change: bool = False) -> TrainResult:
-    """Run (or resume) pretraining as configured; returns the losses, evaluations and last checkpoint."""
+    """Run (or resume) pretraining as configured; returns the losses, evaluations and last checkpoint.
+
+    The run is settled in one place before anything trains: the data is built (rank 0 first), its facts and
+    the plan give the final config (:func:`ernie_cmtl.assembly.settle_run`), which is written to
+    ``RUN_DIR/config.yaml`` at once and handed to the trainer. ``config`` itself is not edited."""
     run_dir = Path(config.run_dir)
     if not resume and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
         raise ConfigError(f"run directory {run_dir} already has checkpoints: pass --resume to continue it, "
                           "or choose another --run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     rank = 0
-    if config.train.engine == "deepspeed":  # start the process group before any rank touches the data
+    if config.train.engine == "deepspeed":  # the one start of the process group, before any rank reads data
         from ernie_cmtl.ds_engine import init_distributed
 
         rank, _ = init_distributed()
     with run_log(run_dir) if rank == 0 else contextlib.nullcontext():
         data = _prepare_rank_zero_first(config, run_dir, rank, progress)
+        config, run_plan = settle_run(config, data)
+        if rank == 0:
+            dump_config(config, run_dir / "config.yaml")
         task_ids = None
         # The newest checkpoint whose files match their checksums; newer broken ones are named in warnings.
         checkpoint = latest_verified_checkpoint(run_dir / "checkpoints") if resume else None
@@ -142,13 +150,22 @@ def pretrain(config: RunConfig, *, resume: bool = False, stop_at: int | None = N
             init_model = load_hf_model(config.model.init_from)
             if rank == 0:
                 save_extra_state(run_dir, init_model)
-        trainer = Trainer(config, data, run_dir, task_ids=task_ids, init_model=init_model)
+        trainer = Trainer(config, data, run_dir, run_plan, task_ids=task_ids, init_model=init_model)
         if resume:
             trainer.resume(checkpoint, allow_plan_change=allow_plan_change)
-        if rank == 0:
-            dump_config(config, run_dir / "config.yaml")
         log.info("run %s: tasks %s, %d parameters", run_dir, ", ".join(data.tasks), count_params(trainer))
         return trainer.train(stop_at=stop_at, progress=progress)
+
+
+def probe(checkpoint: str | Path, settings: ProbeSettings | None = None, out: str | Path | None = None,
+          progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Frozen-encoder evaluation of a run directory, one ``checkpoints/step_N`` or a Hugging Face model
+    directory: zero-shot similarity (STS-B dev, ``settings.pairs``) and linear probes on GLUE / Chinese sets
+    (see :mod:`downstream.probe`); returns the results, also written to ``out`` (default
+    ``CHECKPOINT/probe.json``)."""
+    from downstream.probe import probe as run_probe
+
+    return run_probe(checkpoint, settings, out, progress)
 
 
 def import_hf(directory: str | Path) -> HFModel:

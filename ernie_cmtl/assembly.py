@@ -1,18 +1,37 @@
-"""Where a run is assembled: the parsed config tree checked as a whole.
+"""Where a run is assembled: the parsed config tree checked as a whole, then settled by its data's facts.
 
 :mod:`ernie_cmtl.config` parses and checks each section on its own and imports nothing of the project. Here the
 parts that depend on each other are resolved: ``tasks.<name>`` sections become their plugins' typed configs,
 the schedule is checked against the tasks, and ``model.init_from`` fills the model's sizes from the
 checkpoint's ``config.json`` (a disagreeing size set in the config is an error naming both values).
+
+Then :func:`settle_run` is the one place a run's config takes what only the data build can know (tasks
+without examples, the tokenizer's vocabulary) and the plan's length: its result is final, written to
+``config.yaml`` at once and read, never edited, by the trainer.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ernie_cmtl.config import CHECKPOINT_FIELDS, ConfigError, ModelConfig, RunConfig, from_dict, read_config
+from ernie_cmtl.config import (
+    CHECKPOINT_FIELDS,
+    ConfigError,
+    ModelConfig,
+    RunConfig,
+    ScheduleConfig,
+    from_dict,
+    read_config,
+)
+
+if TYPE_CHECKING:
+    from ernie_cmtl.build.prepare import PreparedData
+    from ernie_cmtl.scheduler import Plan
+
+log = logging.getLogger(__name__)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
@@ -93,4 +112,48 @@ def resolve_task_configs(sections: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-__all__ = ["load_config", "assemble", "resolve_init_from", "resolve_task_configs"]
+def settle_run(config: RunConfig, data: PreparedData) -> tuple[RunConfig, Plan]:
+    """The run's final config and its plan, from an assembled ``config`` and the facts its data build
+    returned (``config`` itself is not edited):
+
+    - tasks without examples (``data.empty_tasks``) leave ``tasks`` and the schedule (:func:`without_tasks`);
+    - the tokenizer's vocabulary sizes the model, or, with ``model.init_from``, must fit the checkpoint's
+      embeddings (:class:`~ernie_cmtl.hf.HFCheckpointError` otherwise);
+    - the plan is built once, and its length becomes ``train.max_steps`` (the schedule's budget may set it).
+    """
+    from ernie_cmtl.scheduler import build_plan
+
+    empty = set(data.empty_tasks)
+    tasks = {name: section for name, section in config.tasks.items() if name not in empty}
+    schedule = without_tasks(config.schedule, empty) if empty else config.schedule
+    model = config.model
+    if model.init_from is None:
+        model = dataclasses.replace(model, vocab_size=data.vocab_size)
+    elif data.vocab_size > model.vocab_size:
+        from ernie_cmtl.hf import HFCheckpointError
+
+        raise HFCheckpointError(f"{model.init_from}: the tokenizer has {data.vocab_size} tokens but the "
+                                f"checkpoint's embeddings only {model.vocab_size} rows (expected a tokenizer "
+                                "from the same model)")
+    plan = build_plan(schedule, list(tasks), config.train.max_steps, config.seed)
+    if config.train.max_steps != plan.total_steps:
+        log.info("the schedule's budget sets the run length: %d steps", plan.total_steps)
+    train = dataclasses.replace(config.train, max_steps=plan.total_steps)
+    return dataclasses.replace(config, tasks=tasks, schedule=schedule, model=model, train=train), plan
+
+
+def without_tasks(schedule: ScheduleConfig, names: set[str]) -> ScheduleConfig:
+    """``schedule`` with the tasks ``names`` removed from its stages (a stage left empty goes),
+    ``always_include`` and ``explicit_steps``."""
+    stages = []
+    for stage in schedule.stages:
+        kept = [t for t in ([stage] if isinstance(stage, str) else stage) if t not in names]
+        if kept:
+            stages.append(kept[0] if isinstance(stage, str) else kept)
+    return dataclasses.replace(schedule, stages=stages,
+                               always_include=[t for t in schedule.always_include if t not in names],
+                               explicit_steps=[{t: n for t, n in s.items() if t not in names}
+                                               for s in schedule.explicit_steps])
+
+
+__all__ = ["load_config", "assemble", "resolve_init_from", "resolve_task_configs", "settle_run", "without_tasks"]

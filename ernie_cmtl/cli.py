@@ -174,6 +174,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from ernie_cmtl import api
 
     config = api.configure(args.config, [*args.overrides, *wandb_overrides(args)], args.corpus, args.run_dir)
+    args.run_dir = config.run_dir  # where a crash's traceback goes (RUN_DIR/error.log)
     api.setup_logging(verbose=not args.quiet)
     try:
         result = api.pretrain(config, resume=args.resume, stop_at=args.max_steps, progress=not args.quiet,
@@ -206,8 +207,8 @@ def _cmd_build_data(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ernie_cmtl import api
+    from ernie_cmtl.build.shards import parse_shard
     from ernie_cmtl.config import ConfigError
-    from ernie_cmtl.data import parse_shard
 
     try:
         shard = parse_shard(args.shard) if args.shard else None
@@ -217,6 +218,7 @@ def _cmd_build_data(args: argparse.Namespace) -> int:
         raise ConfigError("--shard and --statistics-only exclude each other: compute the statistics once, "
                           "then build each shard")
     config = api.configure(args.config, args.overrides, args.corpus, args.run_dir)
+    args.run_dir = config.run_dir  # where a crash's traceback goes (RUN_DIR/error.log)
     api.setup_logging(verbose=not args.quiet)
     data = api.build_data(config, progress=not args.quiet, shard=shard, statistics_only=args.statistics_only)
     from data_builders.corpus import CorpusReport
@@ -295,9 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from data_builders.corpus import CorpusError
     from data_builders.tokenizer import TokenizerError
+    from ernie_cmtl.build import DataBuildError
     from ernie_cmtl.checkpoint import CheckpointError
     from ernie_cmtl.config import ConfigError
-    from ernie_cmtl.data import DataBuildError
     from ernie_cmtl.hf import HFCheckpointError
     from ernie_cmtl.registry import TaskRegistryError
     from ernie_cmtl.report import ReportError
@@ -322,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ernie-cmtl: interrupted (the last complete checkpoint is intact)", file=sys.stderr)
         return 130
     except Exception as err:  # anything else is a bug in ernie-cmtl: one line here, the traceback in a file
-        return _report_bug(err)
+        return _report_bug(err, getattr(args, "run_dir", None))
 
 
 EXIT_USER_ERROR = 2
@@ -333,13 +335,25 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def _report_bug(err: Exception) -> int:
+def _report_bug(err: Exception, run_dir: str | None = None) -> int:
+    """A bug: its traceback to ``RUN_DIR/error.log`` (``error.rank<R>.log`` on other ranks) when the command
+    has a run directory that exists, else to a temporary file; one line on stderr naming the file; exit 1."""
     import tempfile
     import traceback
+    from pathlib import Path
 
-    with tempfile.NamedTemporaryFile("w", prefix="ernie-cmtl-crash-", suffix=".txt", delete=False) as fh:
-        traceback.print_exception(err, file=fh)
-    print(f"ernie-cmtl: internal error (a bug; please report it with {fh.name}): {type(err).__name__}: "
+    rank = int(os.environ.get("RANK", "0"))
+    path = Path(run_dir) / ("error.log" if rank == 0 else f"error.rank{rank}.log") if run_dir else None
+    try:
+        if path is None or not path.parent.is_dir():
+            raise OSError
+        with path.open("w") as fh:
+            traceback.print_exception(err, file=fh)
+    except OSError:
+        with tempfile.NamedTemporaryFile("w", prefix="ernie-cmtl-crash-", suffix=".txt", delete=False) as fh:
+            traceback.print_exception(err, file=fh)
+        path = Path(fh.name)
+    print(f"ernie-cmtl: internal error (a bug; please report it with {path}): {type(err).__name__}: "
           f"{_one_line(err)}", file=sys.stderr)
     return 1
 

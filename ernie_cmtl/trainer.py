@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from ernie_cmtl.build.prepare import PreparedData
 from ernie_cmtl.checkpoint import (
     CheckpointError,
     commit_checkpoint,
@@ -28,13 +29,13 @@ from ernie_cmtl.checkpoint import (
     staging_dir,
 )
 from ernie_cmtl.config import ModelConfig, RunConfig
-from ernie_cmtl.data import PreparedData, TaskStream, hash_seed
 from ernie_cmtl.engine import Engine, build_engine
 from ernie_cmtl.engine import resolve_device as resolve_device  # re-exported (older callers import it here)
-from ernie_cmtl.hf import HFCheckpointError, HFModel, load_into
+from ernie_cmtl.hf import HFModel, load_into
 from ernie_cmtl.model import Encoder, PretrainingModel, encoder_flops_per_token
 from ernie_cmtl.monitor import Monitor, gradient_affinity
-from ernie_cmtl.scheduler import build_plan
+from ernie_cmtl.scheduler import Plan
+from ernie_cmtl.stream import TaskStream, hash_seed
 from ernie_cmtl.tasks import PretrainTask
 
 log = logging.getLogger(__name__)
@@ -74,37 +75,35 @@ class TrainResult:
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, data: PreparedData, run_dir: Path,
+    def __init__(self, config: RunConfig, data: PreparedData, run_dir: Path, plan: Plan,
                  task_ids: dict[str, int] | None = None, init_model: HFModel | None = None) -> None:
-        """``task_ids``: the ids a checkpoint recorded, kept so that adding a task never renumbers others.
+        """A run of a settled ``config`` and its ``plan`` over ``data``'s examples: both come from
+        :func:`ernie_cmtl.assembly.settle_run`; the config is final and only read here.
+        ``task_ids``: the ids a checkpoint recorded, kept so that adding a task never renumbers others.
         ``init_model``: pretrained weights (``model.init_from``) to start from instead of a random encoder.
-        With ``train.engine=deepspeed`` the process group is started here (once per process)."""
+        With ``train.engine=deepspeed`` the process group must be started first
+        (:func:`ernie_cmtl.ds_engine.init_distributed`, as :func:`ernie_cmtl.api.pretrain` does)."""
         self.config = config
         self.data = data
         self.run_dir = run_dir
         self.task_names = list(data.tasks)
-        self.plan = build_plan(config.schedule, self.task_names, config.train.max_steps, config.seed)
-        if config.train.max_steps != self.plan.total_steps:
-            log.info("the schedule's budget sets the run length: %d steps", self.plan.total_steps)
-        config.train = replace(config.train, max_steps=self.plan.total_steps)
+        if sorted(plan.tasks) != sorted(self.task_names) or config.train.max_steps != plan.total_steps \
+                or (config.model.init_from is None and config.model.vocab_size != data.vocab_size):
+            raise ValueError("Trainer: config and plan are not settled for this data (tasks, train.max_steps or "
+                             "model.vocab_size differ): pass what ernie_cmtl.assembly.settle_run returns")
+        self.plan = plan
         self.cfg = config.train
         self.task_ids = assign_task_ids(self.plan.tasks, task_ids)
         model_cfg = config.model
-        tokenizer_vocab = data.tokenizer.get_vocab_size()
-        if model_cfg.init_from is None:
-            model_cfg.vocab_size = tokenizer_vocab
-        elif tokenizer_vocab > model_cfg.vocab_size:
-            raise HFCheckpointError(f"{model_cfg.init_from}: the tokenizer has {tokenizer_vocab} tokens but the "
-                                    f"checkpoint's embeddings only {model_cfg.vocab_size} rows (expected a "
-                                    "tokenizer from the same model)")
         if max(self.task_ids.values()) >= model_cfg.num_task_embeddings:
             raise ValueError(f"{len(self.task_ids)} tasks need model.num_task_embeddings >= "
                              f"{len(self.task_ids)} (is {model_cfg.num_task_embeddings})")
         self.rank, self.world_size = 0, 1
-        if self.cfg.engine == "deepspeed":
-            from ernie_cmtl.ds_engine import init_distributed
-
-            self.rank, self.world_size = init_distributed()
+        if self.cfg.engine == "deepspeed":  # the process group was started once, before the data was built
+            if not torch.distributed.is_initialized():
+                raise RuntimeError("train.engine=deepspeed: start the process group first "
+                                   "(ernie_cmtl.ds_engine.init_distributed)")
+            self.rank, self.world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
         # the same initial weights on every rank; then per-rank dropout streams
         torch.manual_seed(config.seed)
         model = build_model(model_cfg, data.tasks)

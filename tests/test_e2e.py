@@ -43,10 +43,13 @@ def test_pretrain_on_wikipedia_loss_falls_and_checkpoint_round_trips(tmp_path, w
     assert {r["step"] for r in records if r.get("split") == "valid"} == {40, 80}
 
     # the checkpoint loads into a fresh model and reproduces the held-out loss exactly
-    from ernie_cmtl.data import prepare_data
+    from ernie_cmtl.assembly import settle_run
+    from ernie_cmtl.build.prepare import prepare_data
     from ernie_cmtl.trainer import Trainer
 
-    trainer = Trainer(config, prepare_data(config, run_dir, progress=False), run_dir)
+    data = prepare_data(config, run_dir, progress=False)
+    settled, plan = settle_run(config, data)
+    trainer = Trainer(settled, data, run_dir, plan)
     trainer.resume()
     assert trainer.step == 80
     assert trainer.evaluate()["knowledge_masking"]["loss"] == pytest.approx(evals[-1], rel=1e-6)

@@ -190,12 +190,15 @@ def trained_run(tmp_path_factory, wiki_shards, cache_dir) -> Path:
 
 def our_model(run_dir: Path) -> tuple[PretrainingModel, dict[str, int], object]:
     """The trained model of a run directory, as our code sees it (eval mode)."""
-    from ernie_cmtl.data import prepare_data
+    from ernie_cmtl.assembly import settle_run
+    from ernie_cmtl.build.prepare import prepare_data
     from ernie_cmtl.trainer import Trainer
 
     config = load_config(run_dir / "config.yaml")
     config.run_dir = str(run_dir)
-    trainer = Trainer(config, prepare_data(config, run_dir, progress=False), run_dir)
+    data = prepare_data(config, run_dir, progress=False)
+    settled, plan = settle_run(config, data)
+    trainer = Trainer(settled, data, run_dir, plan)
     trainer.resume()
     return trainer.engine.module.eval(), trainer.task_ids, trainer.data.tokenizer
 

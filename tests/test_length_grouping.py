@@ -14,10 +14,10 @@ import torch
 from datasets import Dataset
 
 from ernie_cmtl.config import ConfigError, ModelConfig, OptimConfig, TrainConfig
-from ernie_cmtl.data import TaskStream, example_lengths, hash_seed
 from ernie_cmtl.engine import TorchEngine, make_adamw
 from ernie_cmtl.model import Encoder
 from ernie_cmtl.registry import get_task_class
+from ernie_cmtl.stream import TaskStream, example_lengths, hash_seed
 from ernie_cmtl.tasks import BuildContext, PretrainTask, SpecialIds
 
 TASKS = ["knowledge_masking", "capitalization", "token_document_relation", "sentence_reordering",

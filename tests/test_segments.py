@@ -14,7 +14,8 @@ from data_builders.segments import (
     tokenize_sentences,
 )
 from ernie_cmtl.assembly import load_config
-from ernie_cmtl.data import make_tasks, prepare_data
+from ernie_cmtl.build.examples import make_tasks
+from ernie_cmtl.build.prepare import prepare_data
 from ernie_cmtl.tasks import BuildContext, SpecialIds
 
 

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from ernie_cmtl import api
+from ernie_cmtl.build import DataBuildError
+from ernie_cmtl.build.prepare import PreparedData, statistics_sample
+from ernie_cmtl.build.shards import parse_shard, shard_of
 from ernie_cmtl.cli import main
-from ernie_cmtl.data import DataBuildError, PreparedData, parse_shard, shard_of, statistics_sample
 from ernie_cmtl.registry import get_task_class
 
 SHARDS = 3

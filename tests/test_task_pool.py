@@ -1,4 +1,4 @@
-"""``ernie_cmtl.data.build_tasks``: whole tasks in forked workers report their progress, their empty tasks and
+"""``ernie_cmtl.build.examples.build_tasks``: whole tasks in forked workers report their progress, their empty tasks and
 their examples to the parent as one process would."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from datasets import Dataset
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 
-from ernie_cmtl.data import TaskJob, build_tasks, fork_available
-from ernie_cmtl.tasks import BuildContext, PretrainTask
+from ernie_cmtl.build.examples import TaskJob, build_tasks
+from ernie_cmtl.build.parallel import fork_available
+from ernie_cmtl.tasks import BuildContext, EmptyTaskError, PretrainTask
 
 pytestmark = pytest.mark.skipif(not fork_available(), reason="the task pool needs the fork start method")
 
@@ -31,7 +32,7 @@ class Doubling(PretrainTask):
 
     def build(self, documents: Dataset, ctx: BuildContext) -> Dataset:
         if len(documents) == 0 or documents["n"][0] < 0:
-            raise ValueError("no numbers here")
+            raise EmptyTaskError("no numbers here")
         return Dataset.from_dict({"twice": [2 * n for n in documents["n"]]})
 
     def collate(self, rows, generator):  # pragma: no cover - never trained
@@ -99,3 +100,23 @@ def test_built_tasks_are_read_back_not_rebuilt(tmp_path, tokenizer):
     again = build_tasks(jobs, block=8, num_proc=2, bars=bars)
     assert again[2].examples["train"]["twice"] == [2 * n for n in range(7)]
     assert bars.totals["task0"] == 0 and bars.done["task0"] == 0  # loaded from out/, no work shown
+
+
+class Halving(Doubling):
+    """A builder with a bug on odd numbers (a plain ValueError, not an empty task)."""
+
+    name = "halving"
+
+    def build(self, documents: Dataset, ctx: BuildContext) -> Dataset:
+        if any(n % 2 for n in documents["n"]):
+            raise ValueError("odd number: a bug, not an empty task")
+        return super().build(documents, ctx)
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_a_builder_bug_is_raised_not_taken_for_an_empty_task(tmp_path, tokenizer, num_proc):
+    jobs = _jobs(tmp_path, tokenizer)
+    jobs[2].task = Halving(cost=2.0)  # numbers 0..6: its blocks hold odd ones
+    with pytest.raises(ValueError, match="odd number") as raised:
+        build_tasks(jobs, block=8, num_proc=num_proc)
+    assert not isinstance(raised.value, EmptyTaskError)
