@@ -364,7 +364,21 @@ def train_chinese_wordpiece(texts: Iterable[str], vocab_size: int, min_frequency
         continuing_subword_prefix="##", show_progress=False, **({"initial_alphabet": seeds} if seeds else {}),
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    if seeds:
+        _add_continuations(tok, [c for c in ASCII_SEEDS if c.isalnum() and c in seeds])
     _configure(tok, lowercase)
     # _configure set BERT's alone
     tok.normalizer, tok.pre_tokenizer = chinese_normalizer(lowercase), chinese_pre_tokenizer()
     return tok
+
+
+def _add_continuations(tok: Tokenizer, chars: list[str]) -> None:
+    """Give the trained WordPiece model a ``##c`` token for each of ``chars`` it lacks (new ids after the
+    others), so that any Latin word or number spells out instead of becoming [UNK]: a corpus with little Latin
+    text ("vista", "USB" in reviews) never saw most letters inside a word."""
+    vocab = tok.get_vocab()
+    missing = [f"##{c}" for c in chars if f"##{c}" not in vocab]
+    if missing:
+        vocab.update({token: len(vocab) + i for i, token in enumerate(missing)})
+        tok.model = models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100,
+                                     continuing_subword_prefix="##")

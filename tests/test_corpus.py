@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import sys
+import sysconfig
 from pathlib import Path
 
 import datasets
@@ -26,6 +28,7 @@ from data_builders.corpus import (
     read_wikiextractor,
     resolve_corpus_files,
 )
+from data_builders.corpus import build as corpus_build
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WIKI_TRAIN = DATA / "wikipedia-en-2018-sample" / "train"
@@ -234,7 +237,7 @@ def test_build_documents_explicit_format_applies_to_all_files(tmp_path: Path) ->
         build_documents([str(path)], min_body_chars=10)
     ds = build_documents([str(path)], format="text", min_body_chars=10)
     assert ds["paragraphs"] == [[LONG, LONG]]
-    with pytest.raises(CorpusError, match="unknown corpus format"):
+    with pytest.raises(CorpusError, match=re.escape("data.format: expected one of 'auto'")):
         build_documents([str(path)], format="xml")
 
 
@@ -352,6 +355,74 @@ def test_fingerprint_tracks_files_and_options(small_corpus: Path) -> None:
         corpus_fingerprint(paths, min_body_char=1)
 
 
+# corpus_fingerprint as the single-module corpus.py computed it (run from the tree before the corpus package,
+# commit 0b0f9f7) on the shared data of the machine that wrote this test. The package must give the same bytes,
+# or every user's cached documents would be rebuilt; a non-default data.encoding is the only new input.
+OLD_FINGERPRINTS = {
+    "wiki_default": "461824c4cc4e79c3",
+    "wiki_one_file": "407ad636eef04880",
+    "law_markdown": "3101db6f1be19059",
+    "law_text_file_zh": "00a059ced80294e6",
+    "embedded": "bf6d896326e8d647",
+    "wiki_nondefault": "06cecbd5208595a5",
+}
+OLD_INPUTS = "6cd9b84631cb897f"  # path, size and mtime of the wiki and law training files they were computed on
+OLD_PYTHON = ("3.11.7 (main, May  9 2026, 07:35:25) [GCC 12.2.0]", "/root/.pyenv/versions/3.11.7/lib/python3.11")
+LAW_TRAIN = DATA / "chinese-laws-lawrefbook" / "train"
+FINGERPRINT_CASES: dict[str, tuple[list[Path], dict]] = {
+    "wiki_default": ([WIKI_TRAIN], {}),
+    "wiki_one_file": ([WIKI_TRAIN / "wiki_03"], {}),
+    "law_markdown": ([LAW_TRAIN], {"format": "markdown"}),
+    "law_text_file_zh": ([LAW_TRAIN / "刑法"], {"format": "text_file", "language": "zh", "min_paragraph_chars": 2}),
+    "embedded": ([], {}),
+    "wiki_nondefault": ([WIKI_TRAIN], {"format": "wikiextractor", "min_body_chars": 100, "min_paragraph_words": 4,
+                                       "max_documents": 50, "on_bad_input": "error", "max_paragraph_chars": 5000,
+                                       "max_document_chars": 50000, "language": "en", "min_paragraph_chars": 2}),
+}
+
+
+def _inputs_digest() -> str:
+    digest = hashlib.sha256()
+    for path in resolve_corpus_files([str(WIKI_TRAIN), str(LAW_TRAIN)]):
+        stat = path.stat()
+        digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("case", sorted(FINGERPRINT_CASES))
+def test_fingerprints_are_those_of_the_single_module(case: str) -> None:
+    paths, options = FINGERPRINT_CASES[case]
+    if paths and not (WIKI_TRAIN.is_dir() and LAW_TRAIN.is_dir() and _inputs_digest() == OLD_INPUTS):
+        pytest.skip("not the copy of the shared data the old fingerprints were computed on (paths, mtimes)")
+    if not paths and (sys.version, sysconfig.get_paths()["stdlib"]) != OLD_PYTHON:
+        pytest.skip("not the interpreter the old embedded-corpus fingerprint was computed with")
+    assert corpus_fingerprint([str(p) for p in paths], **options) == OLD_FINGERPRINTS[case]
+    # data.encoding: the default leaves the fingerprint alone; a named codec is a new build.
+    assert corpus_fingerprint([str(p) for p in paths], encoding="auto", **options) == OLD_FINGERPRINTS[case]
+    assert corpus_fingerprint([str(p) for p in paths], encoding="gb18030", **options) != OLD_FINGERPRINTS[case]
+
+
+def test_fingerprint_hashes_the_same_bytes_as_the_single_module(tmp_path: Path) -> None:
+    """The same check anywhere: the fingerprint of one file, from the pre-image the single module hashed (its
+    options JSON copied from what it wrote), path and mtime set here."""
+    path = write(tmp_path / "a.txt", LONG + "\n")
+    os.utime(path, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    old_options = {
+        (): '{"format": "auto", "language": "auto", "max_document_chars": 100000, "max_documents": 0, '
+            '"max_paragraph_chars": 10000, "min_body_chars": 200, "min_paragraph_chars": 4, '
+            '"min_paragraph_words": 6, "on_bad_input": "skip"}',
+        (("format", "markdown"), ("language", "zh")):
+            '{"format": "markdown", "language": "zh", "max_document_chars": 100000, "max_documents": 0, '
+            '"max_paragraph_chars": 10000, "min_body_chars": 200, "min_paragraph_chars": 4, '
+            '"min_paragraph_words": 6, "on_bad_input": "skip"}',
+    }
+    for options, options_json in old_options.items():
+        stat = path.resolve().stat()
+        preimage = f"builder=1\n{options_json}\n{path.resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}"
+        expected = hashlib.sha256(preimage.encode()).hexdigest()[:16]
+        assert corpus_fingerprint([str(path)], **dict(options)) == expected
+
+
 def test_load_documents_reuses_the_cache(
     small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -363,7 +434,7 @@ def test_load_documents_reuses_the_cache(
     def no_rebuild(*args: object, **kwargs: object) -> datasets.Dataset:
         raise AssertionError("build_documents called although the cache is valid")
 
-    monkeypatch.setattr(corpus, "build_documents", no_rebuild)
+    monkeypatch.setattr(corpus_build, "build_documents", no_rebuild)  # what the cache calls
     second = load_documents([str(small_corpus)], cache_dir=cache, min_body_chars=100)
     assert second.to_dict() == first.to_dict()
     assert len(second) == 2
@@ -375,15 +446,29 @@ def test_load_documents_uses_the_copy_of_a_process_that_won_the_race(
 ) -> None:
     cache = tmp_path / "cache"
     target = cache / "documents" / corpus_fingerprint([str(small_corpus)], min_body_chars=100)
-    real_build = corpus.build_documents
+    real_build = corpus_build.build_documents
+    raced = []
 
-    def racing_build(paths: list[str], **options: object) -> datasets.Dataset:
+    def racing_build(paths: list[str], options: object, **kwargs: object) -> datasets.Dataset:
         # Another process finishes its identical build while this one is still working.
-        winner = real_build(paths, **options)
+        winner = real_build(paths, options)
         winner.save_to_disk(str(target))
-        return real_build(paths, **options)
+        raced.append(target)
+        return real_build(paths, options, **kwargs)
 
-    monkeypatch.setattr(corpus, "build_documents", racing_build)
+    monkeypatch.setattr(corpus_build, "build_documents", racing_build)
     ds = load_documents([str(small_corpus)], cache_dir=cache, min_body_chars=100)
-    assert len(ds) == 2
+    assert raced and len(ds) == 2
     assert [p.name for p in (cache / "documents").iterdir()] == [target.name]
+
+
+def test_the_option_lists_are_declared_once() -> None:
+    """The format list is the reader table's keys plus auto; the language list is the language module's."""
+    import typing
+
+    from data_builders.corpus.readers import READERS
+    from data_builders.corpus_options import FORMATS, CorpusLanguage
+    from data_builders.language import LANGUAGES
+
+    assert tuple(FORMATS) == ("auto", *READERS)
+    assert typing.get_args(CorpusLanguage) == LANGUAGES

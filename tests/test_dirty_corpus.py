@@ -16,6 +16,7 @@ from data_builders.corpus import (
     CorpusReport,
     build_documents,
     cut_paragraph,
+    decoding,
     iter_stdlib_documents,
     load_documents_with_report,
 )
@@ -75,7 +76,8 @@ def build(paths: list[Path], **options) -> tuple[list[dict], CorpusReport]:
 def test_a_line_that_is_not_utf8_drops_only_that_line(tmp_path, prose):
     path = tmp_path / "crawl.txt"
     where = text_file(path, prose[:4], {(1, 2): LATIN1})
-    docs, report = build([path])
+    # Named UTF-8: under data.encoding auto an ASCII file with Latin-1 lines is read as cp1252 (test_encodings).
+    docs, report = build([path], encoding="utf-8")
     assert [d["paragraphs"] for d in docs] == prose[:4]  # every good paragraph kept, the Latin-1 line gone
     entry = report.totals()["skipped"]["invalid_utf8"]
     assert (entry["count"], entry["bytes"]) == (1, len(LATIN1) + 1)
@@ -83,7 +85,7 @@ def test_a_line_that_is_not_utf8_drops_only_that_line(tmp_path, prose):
     assert report.totals()["bytes_skipped"] == len(LATIN1) + 1
 
     with pytest.raises(CorpusError) as info:
-        build([path], on_bad_input="error")
+        build([path], on_bad_input="error", encoding="utf-8")
     message = str(info.value)
     assert message.startswith(f"{path.resolve()}:{where[(1, 2)]}: not UTF-8 text") and "\n" not in message
 
@@ -151,8 +153,8 @@ def test_the_account_is_per_file_and_survives_the_cache(tmp_path, prose):
     (root / "b.jsonl").write_text("\n".join([json.dumps({"text": "\n".join(prose[3])}), "{oops"]) + "\n")
     (root / "wiki_00").write_text(wiki_doc(9, "Nine", prose[4], close=False))
     cache = tmp_path / "cache"
-    first_ds, first = load_documents_with_report([str(root)], cache_dir=cache)
-    again_ds, again = load_documents_with_report([str(root)], cache_dir=cache)  # a cache hit
+    first_ds, first = load_documents_with_report([str(root)], cache_dir=cache, encoding="utf-8")
+    again_ds, again = load_documents_with_report([str(root)], cache_dir=cache, encoding="utf-8")  # a cache hit
     assert again.to_dict() == first.to_dict() and len(again_ds) == len(first_ds) == 5
     files = {Path(f["path"]).name: f for f in first.to_dict()["files"]}
     assert {name: (f["format"], f["documents"], f["kept"]) for name, f in files.items()} == {
@@ -160,6 +162,8 @@ def test_the_account_is_per_file_and_survives_the_cache(tmp_path, prose):
     assert {name: {r: e["count"] for r, e in f["skipped"].items()} for name, f in files.items()} == {
         "a.txt": {"invalid_utf8": 1}, "b.jsonl": {"malformed_jsonl": 1}, "wiki_00": {"unterminated_doc": 1}}
     assert files["a.txt"]["bytes"] == (root / "a.txt").stat().st_size
+    assert {name: (f["encoding"], f["encoding_source"]) for name, f in files.items()} == {
+        name: ("utf-8", "given") for name in files}
     summary = first.summary()
     assert summary[0].startswith("corpus: 3 input(s)") and "5 kept" in summary[0]
     assert any(line.strip().startswith("invalid_utf8: 1") for line in summary)
@@ -169,9 +173,10 @@ def test_nothing_usable_names_what_was_skipped(tmp_path):
     path = tmp_path / "all_bad.txt"
     path.write_bytes(LATIN1 + b"\n" + BINARY + b"\n")
     with pytest.raises(CorpusError) as info:
-        build([path])
+        build([path], encoding="utf-8")
     message = str(info.value)
     assert "no usable documents" in message and f"{path.resolve()}:1: not UTF-8" in message
+    assert "set data.encoding to its codec" in message
     assert "binary: 1" in message and "\n" not in message
 
 
@@ -196,7 +201,7 @@ def test_cut_paragraph_prefers_sentence_ends_then_spaces_then_the_bound():
 
 def test_a_long_line_is_cut_into_paragraphs_and_documents(tmp_path, prose, monkeypatch):
     # Small read pieces so that the line crosses many of them, multi-byte characters split included.
-    monkeypatch.setattr(corpus, "_PIECE_BYTES", 4099)
+    monkeypatch.setattr(decoding, "PIECE_BYTES", 4099)
     text = " ".join(p for doc in prose for p in doc).replace("e", "é")
     path = tmp_path / "minified.txt"
     path.write_text(text + "\n")
@@ -262,7 +267,7 @@ def test_build_data_on_a_dirty_corpus_exits_0_with_the_account(tmp_path, prose, 
                                             + ['{"text": 3}']) + "\n")
     run_dir = tmp_path / "run"
     code, out, err = run_cli(capsys, "build-data", "--corpus", str(root), "--run-dir", str(run_dir),
-                             "--set", f"data.cache_dir={cache_dir}", *SMALL)
+                             "--set", f"data.cache_dir={cache_dir}", "--set", "data.encoding=utf-8", *SMALL)
     assert code == 0, err
     assert "skipped" in out and "invalid_utf8: 1" in out and "binary: 1" in out and "malformed_jsonl: 1" in out
     assert re.search(r"knowledge_masking: \d+ train, \d+ valid examples", out)
@@ -276,7 +281,8 @@ def test_build_data_on_a_dirty_corpus_exits_0_with_the_account(tmp_path, prose, 
     assert "bad input skipped" in err  # the one warning --quiet still shows
 
     code, _, err = run_cli(capsys, "build-data", "--corpus", str(root), "--run-dir", str(tmp_path / "strict"),
-                           "--set", f"data.cache_dir={cache_dir}", "--set", "data.on_bad_input=error", *SMALL)
+                           "--set", f"data.cache_dir={cache_dir}", "--set", "data.on_bad_input=error",
+                           "--set", "data.encoding=utf-8", *SMALL)
     assert code == 2
     assert error_line(err).startswith(f"ernie-cmtl: error: {(root / 'a.txt').resolve()}:{where[(4, 1)]}: not UTF-8")
 
