@@ -4,9 +4,10 @@ Every section is a small dataclass; each component receives only its own section
 section up front: an unknown key or a value of the wrong type or range raises :class:`ConfigError` with a
 one-line message that names the dotted key, so a typo never survives until hour three of a run.
 
-This module is a leaf: it imports nothing of the project. Task sections (``tasks.<name>``) are typed by the
-task plugin that owns the name, the schedule is checked against the tasks and ``model.init_from`` against its
-checkpoint where the run is assembled (:mod:`ernie_cmtl.assembly`).
+This module is a leaf: it imports nothing of the project but the corpus options
+(``data_builders.corpus_options``, itself a leaf), which the ``data`` section extends. Task sections
+(``tasks.<name>``) are typed by the task plugin that owns the name, the schedule is checked against the tasks
+and ``model.init_from`` against its checkpoint where the run is assembled (:mod:`ernie_cmtl.assembly`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any, Literal
 
 import yaml
 
+from data_builders.corpus_options import CorpusOptionError, CorpusOptions
+
 
 class ConfigError(ValueError):
     """A configuration key or value is invalid. The message is one line and names the key."""
@@ -33,36 +36,15 @@ def require(condition: bool, key: str, expected: str) -> None:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(CorpusOptions):
+    """The ``data`` section: how the corpus is read (the fields of
+    :class:`~data_builders.corpus_options.CorpusOptions`: ``format``, ``encoding``, ``language``,
+    ``min_body_chars``, ``min_paragraph_words``, ``min_paragraph_chars``, ``max_documents``, ``on_bad_input``,
+    ``max_paragraph_chars``, ``max_document_chars``, declared, defaulted and checked there), then how examples
+    are built from it."""
+
     corpus: list[str] = field(default_factory=list)
     """Files, directories or globs. Empty: the embedded corpus (docstrings of the Python standard library)."""
-    format: Literal["auto", "text", "jsonl", "wikiextractor", "hf", "markdown", "text_file"] = "auto"
-    """Corpus format; ``auto`` decides per file (``<doc`` header, ``.jsonl``, ``.md``, HF dataset dir, else
-    text). ``markdown`` and ``text_file`` read one document per file (title: the first ``#`` heading, or the
-    first line; see ``data_builders.markdown``)."""
-    language: Literal["auto", "en", "zh"] = "auto"
-    """Corpus language. auto: per document, Chinese when its CJK characters outnumber its Latin words; en / zh:
-    every document. Chinese documents are NFKC-normalized, filtered in characters, split at 。！？； and
-    segmented with jieba for the word-level tasks (``data_builders.language``; capitalization needs en)."""
-    min_body_chars: int = 200
-    """Documents whose body (paragraphs kept) is shorter than this are dropped as stubs."""
-    min_paragraph_words: int = 6
-    """Shorter lines are section headings or debris, not paragraphs (lines without CJK characters)."""
-    min_paragraph_chars: int = 4
-    """Chinese documents: lines with CJK characters and fewer of them than this are labels or debris, unless
-    they end a sentence ("删去。")."""
-    max_documents: int = 0
-    """Use at most this many documents (0 = all); handy for smoke runs."""
-    on_bad_input: Literal["skip", "error"] = "skip"
-    """skip: drop bad parts of the corpus (a line that is not UTF-8 or is binary, a malformed JSON Lines record,
-    an unreadable ``<doc>`` header; an unterminated ``<doc>`` keeps its text), count them per file and reason in
-    ``RUN_DIR/data_report.json``; error: the first bad part stops the run, naming ``file:line``."""
-    max_paragraph_chars: int = 10_000
-    """Longer paragraphs (lines) are cut at a sentence end, else a space, else at this bound, before
-    tokenization, so work stays linear on any input shape (docs/DATA_QUALITY.md)."""
-    max_document_chars: int = 100_000
-    """Longer documents are cut into parts (``<id>#2``, ...) at paragraph boundaries, so no batch of the
-    builders grows with the longest input (data_builders.corpus.MAX_DOCUMENT_CHARS)."""
     skip_empty_tasks: bool = False
     """pretrain: train without the tasks this corpus gives no examples (they are reported either way). False:
     one error listing every such task, before any training."""
@@ -93,13 +75,10 @@ class DataConfig:
     """Where documents, tokenizers and built examples are cached under their fingerprints."""
 
     def __post_init__(self) -> None:
-        require(self.min_body_chars >= 0, "data.min_body_chars", "an integer >= 0")
-        require(self.min_paragraph_words >= 1, "data.min_paragraph_words", "an integer >= 1")
-        require(self.min_paragraph_chars >= 1, "data.min_paragraph_chars", "an integer >= 1")
-        require(self.max_documents >= 0, "data.max_documents", "an integer >= 0")
-        require(self.max_paragraph_chars >= 100, "data.max_paragraph_chars", "an integer >= 100")
-        require(self.max_document_chars >= self.max_paragraph_chars, "data.max_document_chars",
-                "an integer >= data.max_paragraph_chars")
+        try:
+            self.check_corpus_options()
+        except CorpusOptionError as err:  # already the one-line "data.<key>: expected ..." form
+            raise ConfigError(str(err)) from None
         require(0.0 < self.valid_fraction < 0.5, "data.valid_fraction", "a number in (0, 0.5)")
         require(16 <= self.max_seq_len <= 4096, "data.max_seq_len", "an integer in [16, 4096]")
         require(self.num_proc >= 1, "data.num_proc", "an integer >= 1")
