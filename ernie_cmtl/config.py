@@ -360,11 +360,36 @@ class WandbConfig:
 
 
 @dataclass
+class RetentionMonitorConfig:
+    """``monitor.retention``: what a run with ``model.init_from`` still knows of its source, at every evaluation
+    (``retention/*`` beside ``valid/*``; the source's own values at step 0). Ignored without ``init_from``."""
+
+    enabled: bool = True
+    """Measure drift (always, with ``init_from``) and zero-shot similarity (when ``pairs`` is set)."""
+    pairs: str | None = None
+    """A TSV of scored sentence pairs (``sentence1``, ``sentence2``, ``score`` columns by header name, or the
+    first three columns), e.g. ``../shared/data/glue/STS-B/dev.tsv``: Spearman of the cosine of mean-pooled
+    embeddings against the score. None: no zero-shot similarity."""
+    max_pairs: int = 0
+    """Use the first this many pairs of ``pairs`` (0 = all)."""
+    drift_sequences: int = 256
+    """Held-out sequences (the first task's valid examples, fixed) on which the mean cosine and linear CKA of
+    the source's and the current encoder's mean-pooled states are measured."""
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        require(self.max_pairs >= 0, "monitor.retention.max_pairs", "an integer >= 0 (0 = all)")
+        require(self.drift_sequences >= 2, "monitor.retention.drift_sequences", "an integer >= 2")
+        require(self.batch_size >= 1, "monitor.retention.batch_size", "an integer >= 1")
+
+
+@dataclass
 class MonitorConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     affinity_every: int = 0
     """Every this many steps, the cosine similarity of the active tasks' gradients (0 = off)."""
     affinity_batch_size: int = 8
+    retention: RetentionMonitorConfig = field(default_factory=RetentionMonitorConfig)
 
     def __post_init__(self) -> None:
         require(self.affinity_every >= 0, "monitor.affinity_every", "an integer >= 0")

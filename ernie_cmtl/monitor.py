@@ -6,7 +6,8 @@ resolved config is the run config, stage boundaries are events with the plan as 
 matrix is a heatmap. wandb writes inside the run directory (``RUN_DIR/wandb/``). Only rank 0 logs.
 
 Record kinds in ``metrics.jsonl`` (the ``kind`` key): ``train`` (per logged step), ``valid`` (per task per
-evaluation), ``stage`` (a stage starts), ``affinity`` (task-gradient cosine matrix).
+evaluation), ``retention`` (drift from the ``model.init_from`` source and its zero-shot similarity, per
+evaluation and at step 0), ``stage`` (a stage starts), ``affinity`` (task-gradient cosine matrix).
 """
 
 from __future__ import annotations
@@ -166,6 +167,17 @@ class Monitor(MetricsLog):
                     flat[f"valid/{task}/accuracy"] = values["accuracy"]
                 flat[f"forgetting/{task}"] = values["forgetting"]
             self.run.log(flat, step=step)
+
+    def retention(self, step: int, stage: int, values: dict[str, float]) -> None:
+        """What the encoder still knows of its ``model.init_from`` source (:mod:`ernie_cmtl.retention`):
+        ``drift_cosine``, ``drift_cka`` and, with a pair set, ``similarity_spearman`` / ``similarity_change``;
+        wandb keys ``retention/<name>``."""
+        if not self.active:
+            return
+        self._write({"kind": "retention", "step": step, "stage": stage, **values})
+        if self.run is not None:
+            self.run.log({f"retention/{key}": value for key, value in values.items()
+                          if isinstance(value, int | float)}, step=step)
 
     def stage_start(self, step: int, stage_index: int, stage_steps: dict[str, int], new_tasks: list[str],
                     plan_rows: list[list[Any]]) -> None:

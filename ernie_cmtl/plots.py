@@ -275,3 +275,39 @@ def plot_throughput(points: list[tuple[int, str, dict[str, float]]], spans: list
     axes[0].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.12, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     return _finish(fig, path)
+
+
+def plot_retention(records: list[dict], spans: list[tuple[int, int]], path: Path, title: str) -> Path:
+    """What a continued run still knows of its ``model.init_from`` source, against step: representation drift
+    (mean cosine and linear CKA of the source's and the current mean-pooled states; 1 = unchanged) and, when a
+    pair set is monitored, zero-shot similarity (Spearman) with the source's value as a dashed line."""
+    similarity = [r for r in records if r.get("similarity_spearman") is not None]
+    fig, axes = plt.subplots(2 if similarity else 1, 1, figsize=(11, 3.2 + (2.8 if similarity else 0)),
+                             sharex=True, squeeze=False)
+    axes = [row[0] for row in axes]
+    shade_stages(axes[0], spans)
+    for key, label, color in (("drift_cosine", "mean cosine to source", "tab:blue"),
+                              ("drift_cka", "linear CKA to source", "tab:orange")):
+        points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+        axes[0].plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, color=color,
+                     label=label)
+    axes[0].axhline(1.0, color="black", linestyle="--", linewidth=0.9)
+    axes[0].set_ylabel("drift (1 = source)")
+    axes[0].legend(loc="lower left", fontsize=8, frameon=False)
+    axes[0].grid(True, axis="y", alpha=0.3)
+    if similarity:
+        ax = axes[1]
+        shade_stages(ax, spans, labels=False)
+        ax.plot([r["step"] for r in similarity], [r["similarity_spearman"] for r in similarity], marker="o",
+                markersize=3, color="tab:green", label="zero-shot similarity (Spearman)")
+        source = similarity[0].get("source_similarity_spearman")
+        if source is not None:
+            ax.axhline(source, color="black", linestyle="--", linewidth=0.9, label=f"source {source:.4f}")
+        ax.set_ylabel("Spearman")
+        ax.legend(loc="lower left", fontsize=8, frameon=False)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_title(title, pad=16)
+    axes[-1].set_xlabel("step")
+    _step_limits(axes[-1], spans)
+    fig.tight_layout()
+    return _finish(fig, path)

@@ -24,7 +24,8 @@ from typing import Any
 
 REPORT_DIR = "report"
 PERF_KEYS = ("tokens_per_s", "sequences_per_s", "mfu")
-GENERATED = ("loss_per_task.png", "forgetting.png", "throughput.png", "affinity_stage_*.png", "summary.md")
+GENERATED = ("loss_per_task.png", "forgetting.png", "throughput.png", "retention.png", "affinity_stage_*.png",
+             "summary.md")
 
 
 class ReportError(ValueError):
@@ -52,6 +53,7 @@ class RunRecords:
     valid: list[dict[str, Any]] = field(default_factory=list)
     stages: list[dict[str, Any]] = field(default_factory=list)
     affinity: list[dict[str, Any]] = field(default_factory=list)
+    retention: list[dict[str, Any]] = field(default_factory=list)
     bad_lines: int = 0
     """Lines that were not JSON objects with a known ``kind`` (e.g. a line cut off by a killed run)."""
 
@@ -67,6 +69,8 @@ def _well_formed(record: Any) -> bool:
     kind = record.get("kind")
     if kind in ("train", "valid"):
         return isinstance(record.get("task"), str)
+    if kind == "retention":
+        return True
     if kind == "stage":
         steps = record.get("steps")
         return isinstance(record.get("stage"), int) and isinstance(steps, dict) and all(
@@ -84,7 +88,8 @@ def read_metrics(path: Path) -> RunRecords:
     if not path.is_file():
         raise ReportError(f"{path.parent}: no metrics.jsonl (is it a run directory? pretrain writes one)")
     records = RunRecords()
-    by_kind: dict[str, dict[Any, dict[str, Any]]] = {"train": {}, "valid": {}, "stage": {}, "affinity": {}}
+    by_kind: dict[str, dict[Any, dict[str, Any]]] = {"train": {}, "valid": {}, "stage": {}, "affinity": {},
+                                                     "retention": {}}
     for line in path.read_text(errors="replace").splitlines():
         if not line.strip():
             continue
@@ -98,12 +103,13 @@ def read_metrics(path: Path) -> RunRecords:
             continue
         kind = record["kind"]
         key = {"train": record["step"], "valid": (record["step"], record.get("task")),
-               "stage": record.get("stage"), "affinity": record["step"]}[kind]
+               "stage": record.get("stage"), "affinity": record["step"], "retention": record["step"]}[kind]
         by_kind[kind][key] = record  # a resumed run may repeat a record: the last one wins
     records.train = sorted(by_kind["train"].values(), key=lambda r: r["step"])
     records.valid = sorted(by_kind["valid"].values(), key=lambda r: r["step"])
     records.stages = sorted(by_kind["stage"].values(), key=lambda r: r["step"])
     records.affinity = sorted(by_kind["affinity"].values(), key=lambda r: r["step"])
+    records.retention = sorted(by_kind["retention"].values(), key=lambda r: r["step"])
     if not (records.train or records.valid or records.stages or records.affinity):
         raise ReportError(f"{path}: no records to report on" +
                           (f" ({records.bad_lines} unreadable lines)" if records.bad_lines else ""))
@@ -248,6 +254,8 @@ def write_report(run_dir: Path) -> list[Path]:
     else:
         notes.append("No throughput in the `train` records: no `throughput.png`.")
 
+    retention_lines = _retention(records, spans, out / "retention.png", name, written, images)
+
     affinity_lines = []
     by_stage: dict[int, list[dict[str, Any]]] = {}
     for r in records.affinity:
@@ -274,15 +282,37 @@ def write_report(run_dir: Path) -> list[Path]:
 
     summary = out / "summary.md"
     summary.write_text(_summary(run_dir, strategy, rows, last, plan, records, tasks, intro, train_loss,
-                                valid_loss, valid_acc, forgetting, affinity_lines, images, notes))
+                                valid_loss, valid_acc, forgetting, affinity_lines, images, notes, retention_lines))
     written.append(summary)
     return written
+
+
+def _retention(records: RunRecords, spans: list[tuple[int, int]], path: Path, name: str, written: list[Path],
+               images: list[tuple[str, str]]) -> list[str]:
+    """``retention.png`` and the summary's lines for the ``retention`` records of a run with
+    ``model.init_from`` (none: no plot, no lines)."""
+    if not records.retention:
+        return []
+    from ernie_cmtl import plots
+
+    written.append(plots.plot_retention(records.retention, spans, path,
+                                        f"{name}: what the encoder still knows of its source"))
+    images.append((path.name, "drift of the mean-pooled states from the source (cosine, linear CKA) and "
+                   "zero-shot similarity against the source's, at every evaluation"))
+    first, last = records.retention[0], records.retention[-1]
+    lines = ["## Retention of the source model", "", "| | step " + f"{first['step']} | step {last['step']} |",
+             "|---|---|---|"]
+    for key, label in (("drift_cosine", "mean cosine to source"), ("drift_cka", "linear CKA to source"),
+                       ("similarity_spearman", "zero-shot similarity (Spearman)")):
+        if key in last:
+            lines.append(f"| {label} | {_fmt(first.get(key))} | {_fmt(last.get(key))} |")
+    return [*lines, ""]
 
 
 def _summary(run_dir: Path, strategy: str, rows: list[StageRow], last: int, plan: Any, records: RunRecords,
              tasks: list[str], intro: dict[str, tuple[int, int]], train_loss: dict, valid_loss: dict,
              valid_acc: dict, forgetting: dict, affinity_lines: list[str], images: list[tuple[str, str]],
-             notes: list[str]) -> str:
+             notes: list[str], retention_lines: list[str] | None = None) -> str:
     planned = plan.total_steps if plan is not None else (rows[-1].end if rows else last)
     lines = [f"# Run report: {run_dir.resolve().name}", "",
              f"- Run directory: `{run_dir.resolve()}`",
@@ -329,6 +359,7 @@ def _summary(run_dir: Path, strategy: str, rows: list[StageRow], last: int, plan
         lines.append("- no throughput logged")
     lines.append("")
 
+    lines += retention_lines or []
     if affinity_lines:
         lines += ["## Task-gradient affinity (mean off-diagonal cosines per stage)", "", *affinity_lines, ""]
 

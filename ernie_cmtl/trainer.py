@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from ernie_cmtl.build.prepare import PreparedData
@@ -31,9 +32,10 @@ from ernie_cmtl.checkpoint import (
 from ernie_cmtl.config import ModelConfig, RunConfig
 from ernie_cmtl.engine import Engine, build_engine
 from ernie_cmtl.engine import resolve_device as resolve_device  # re-exported (older callers import it here)
-from ernie_cmtl.hf import HFModel, load_into
+from ernie_cmtl.hf import HFModel, load_hf_model, load_into
 from ernie_cmtl.model import Encoder, PretrainingModel, encoder_flops_per_token
 from ernie_cmtl.monitor import Monitor, gradient_affinity
+from ernie_cmtl.retention import RetentionProbe, ScoredPairs
 from ernie_cmtl.scheduler import Plan
 from ernie_cmtl.stream import TaskStream, hash_seed
 from ernie_cmtl.tasks import PretrainTask
@@ -62,6 +64,37 @@ def build_model(model_config: ModelConfig, tasks: dict[str, PretrainTask]) -> Pr
     encoder = Encoder(model_config)
     heads = {name: task.make_head(model_config, encoder.embeddings.word) for name, task in tasks.items()}
     return PretrainingModel(encoder, heads)
+
+
+def read_scored_pairs(path: str | Path, limit: int = 0) -> tuple[list[str], list[str], list[float]]:
+    """Sentence pairs and their scores from a TSV: the ``sentence1``, ``sentence2`` and ``score`` columns by
+    header name (STS-B's files), else the first three columns (a first row whose score is not a number is a
+    header). ``limit``: the first this many pairs (0 = all). Errors name the file and line."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"scored sentence pairs: {path} not found")
+    lines = [line.rstrip("\r") for line in path.read_text(encoding="utf-8-sig").split("\n")]
+    header = lines[0].split("\t") if lines else []
+    named = all(name in header for name in ("sentence1", "sentence2", "score"))
+    columns = [header.index(n) for n in ("sentence1", "sentence2", "score")] if named else [0, 1, 2]
+    first, second, scores = [], [], []
+    for number, line in enumerate(lines, start=1):
+        cells = line.split("\t")
+        if not line or (number == 1 and named) or (limit and len(scores) == limit):
+            continue
+        try:
+            score = float(cells[columns[2]])
+        except (IndexError, ValueError):
+            if number == 1:  # a header without the known names
+                continue
+            raise ValueError(f"{path}:{number}: expected sentence1, sentence2 and a numeric score "
+                             f"(columns {columns}), got {len(cells)} columns") from None
+        first.append(cells[columns[0]])
+        second.append(cells[columns[1]])
+        scores.append(score)
+    if len(scores) < 2:
+        raise ValueError(f"{path}: fewer than 2 scored sentence pairs")
+    return first, second, scores
 
 
 @dataclass
@@ -295,9 +328,62 @@ class Trainer:
         model.train(was_training)
         monitor.affinity(self.step, stage.index, tasks, matrix)
 
+    def _retention_probe(self) -> RetentionProbe | None:
+        """The ``model.init_from`` source's pooled states on fixed held-out sequences (and its zero-shot
+        similarity on ``monitor.retention.pairs``), computed once from the checkpoint directory, in the dtype
+        and on the device of the trained encoder; None when retention is not monitored."""
+        cfg = self.config.monitor.retention
+        if self.config.model.init_from is None or not cfg.enabled or self.rank != 0:
+            return None
+        if not hasattr(self, "_retention"):
+            start = time.perf_counter()
+            valid = next(self.data.valid[t] for t in self.plan.tasks if t in self.data.valid)
+            rows = valid[: min(cfg.drift_sequences, len(valid))]
+            pairs = None
+            if cfg.pairs is not None:
+                first, second, scores = read_scored_pairs(cfg.pairs, cfg.max_pairs)
+                tokenizer = Tokenizer.from_str(self.data.tokenizer.to_str())
+                tokenizer.enable_truncation(self.config.data.max_seq_len)
+                pairs = ScoredPairs(*([e.ids for e in tokenizer.encode_batch(texts)] for texts in (first, second)),
+                                    scores)
+            trained = next(self.engine.module.encoder.parameters())
+            with torch.device("meta"):  # no initialization: no random numbers drawn
+                source = Encoder(self.config.model)
+            hf = load_hf_model(self.config.model.init_from)
+            source.load_state_dict(hf.encoder_state_for(self.config.model.num_task_embeddings), assign=True)
+            source.to(device=trained.device, dtype=trained.dtype)
+            self._retention = RetentionProbe.from_source(source, rows["input_ids"], rows.get("segment_ids"), pairs,
+                                                         task_id=0, batch_size=cfg.batch_size)
+            log.info("retention monitor: source %s, %d held-out sequences%s, %.1fs", self.config.model.init_from,
+                     len(rows["input_ids"]), f", {len(pairs.scores)} pairs of {cfg.pairs}" if pairs else "",
+                     time.perf_counter() - start)
+        return self._retention
+
+    def _log_retention(self, monitor: Monitor, stage: int) -> None:
+        """``retention/*``: drift of the encoder's mean-pooled states from the source's, zero-shot similarity."""
+        probe = self._retention_probe()
+        if probe is None:
+            return
+        start = time.perf_counter()
+        values = probe.measure(self.engine.module.encoder)
+        values = {k: round(v, 6) for k, v in values.items()}
+        if probe.source_similarity is not None:
+            values["source_similarity_spearman"] = round(probe.source_similarity, 6)
+        monitor.retention(self.step, stage, {**values, "seconds": round(time.perf_counter() - start, 3)})
+
+    def _settle_skips(self) -> None:
+        """Read the steps' skip flags (where the losses are read); at multiples of ``train.log_every`` give the
+        engine back the schedule positions of skipped steps (at fixed steps, so a resumed run's learning rates
+        equal an uninterrupted run's)."""
+        self.guard.read()
+        if self.step % self.cfg.log_every == 0:
+            self.engine.rewind_schedule(self.guard.take_rewind())
+
     def _train(self, end: int, monitor: Monitor, progress: bool) -> TrainResult:
         cfg = self.cfg
         result = TrainResult(self.run_dir, self.step)
+        if self.step == 0:  # the source's own values, before any step
+            self._log_retention(monitor, 0)
         if self.step == end == 0:
             result.checkpoint = self.save()
             monitor.checkpoint(result.checkpoint, self.step)
@@ -378,6 +464,7 @@ class Trainer:
                     self.best_valid_loss[task_name] = best
                     values["forgetting"] = round(values["loss"] - best, 6)
                 monitor.valid(self.step, stage.index, evaluation, at_boundary)
+                self._log_retention(monitor, stage.index)
                 result.eval_history.append({"step": self.step, **evaluation})
                 window_start = time.perf_counter()  # evaluation time is not training throughput
             every = self.config.monitor.affinity_every
