@@ -624,10 +624,10 @@ def test_the_seeded_vocabulary_reads_everyday_chinese(law):
     documents, tokenizer, _ = law  # trained on 16 laws with the default seed
     unseeded = train_chinese_wordpiece((p for ps in documents["paragraphs"] for p in ps), vocab_size=4000,
                                        seed_characters=0)
-    everyday = "什么孩她！？"
+    everyday = "什么孩她！？ vista USB"  # Latin words spell out in letters and ##letters
     unknown = tokenizer.token_to_id("[UNK]")
     assert unknown not in tokenizer.encode(everyday, add_special_tokens=False).ids
-    assert unseeded.encode(everyday, add_special_tokens=False).ids.count(unseeded.token_to_id("[UNK]")) >= 4
+    assert unseeded.encode(everyday, add_special_tokens=False).ids.count(unseeded.token_to_id("[UNK]")) >= 5
     assert all(tokenizer.token_to_id(c) is not None for c in "什么孩她!?")  # ！？ are ! ? after NFKC
 
 
