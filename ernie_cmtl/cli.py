@@ -181,6 +181,11 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
                               allow_plan_change=args.allow_plan_change)
     finally:
         api.shutdown_distributed()
+    if result.stopped_by is not None:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"stopped by {result.stopped_by} after step {result.step}; checkpoint {result.checkpoint} "
+                  "verified; continue with --resume", file=sys.stderr)
+        return EXIT_STOPPED
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     last = result.eval_history[-1] if result.eval_history else {}
@@ -300,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     from ernie_cmtl.build import DataBuildError
     from ernie_cmtl.checkpoint import CheckpointError
     from ernie_cmtl.config import ConfigError
+    from ernie_cmtl.faults import NonFiniteStepsError
     from ernie_cmtl.hf import HFCheckpointError
     from ernie_cmtl.registry import TaskRegistryError
     from ernie_cmtl.report import ReportError
@@ -313,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"ernie-cmtl: config error: {_one_line(err)}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except NonFiniteStepsError as err:
+        print(f"ernie-cmtl: non-finite steps: {_one_line(err)}", file=sys.stderr)
+        return EXIT_NONFINITE
     except (HFCheckpointError, CorpusError, TokenizerError, CheckpointError, TaskRegistryError, DataBuildError,
             ReportError) as err:
         print(f"ernie-cmtl: error: {_one_line(err)}", file=sys.stderr)
@@ -328,7 +337,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 EXIT_USER_ERROR = 2
-"""Exit code for every input the user can fix (config, corpus, tokenizer, checkpoint, paths); 1 is a bug."""
+"""Exit code for every input the user can fix (config, corpus, tokenizer, checkpoint, paths, a checkpoint that
+cannot be written: full disk, I/O error, permission); 1 is a bug."""
+EXIT_STOPPED = 3
+"""A stop signal (``train.stop_signals``) ended the run after a verified checkpoint: requeue and ``--resume``."""
+EXIT_NONFINITE = 4
+"""``train.max_bad_steps`` steps in a row had a non-finite loss or gradient norm (none reached the weights)."""
 
 
 def _one_line(err: BaseException) -> str:

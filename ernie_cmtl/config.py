@@ -272,9 +272,18 @@ class TrainConfig:
     loss (mean of 4 seeds, worse in 3) and the capitalization learning test's accuracy 0.838 vs 0.857."""
     compile: bool = False
     """``torch.compile`` the model (torch engine). Off: on CPU it was slower than eager (docs/PERFORMANCE.md)."""
+    stop_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1", "SIGINT"])
+    """Signals that stop the run gracefully: finish the step, write and verify a checkpoint, exit with code 3
+    (``--resume`` continues exactly). Any of SIGTERM, SIGUSR1, SIGUSR2, SIGINT, SIGHUP; [] = none."""
+    max_bad_steps: int = 5
+    """Steps with a non-finite loss or gradient norm are skipped (never applied); this many in a row stop the
+    run (exit code 4) with a line naming the step, task and batches."""
 
     def __post_init__(self) -> None:
         require(self.length_group_window >= 0, "train.length_group_window", "an integer >= 0")
+        require(all(s in ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP") for s in self.stop_signals),
+                "train.stop_signals", "a list of SIGTERM, SIGUSR1, SIGUSR2, SIGINT, SIGHUP")
+        require(self.max_bad_steps >= 1, "train.max_bad_steps", "an integer >= 1")
         require(not self.compile or self.engine == "torch", "train.compile",
                 "false with train.engine=deepspeed (it applies to the torch engine)")
         for key in ("batch_size", "grad_accum_steps", "max_steps", "eval_every", "eval_batches",

@@ -7,6 +7,7 @@ exactly where the interrupted one was (tested: 2N steps straight == N, resume, N
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import time
@@ -22,16 +23,19 @@ from ernie_cmtl.build.prepare import PreparedData
 from ernie_cmtl.checkpoint import (
     CheckpointError,
     commit_checkpoint,
+    latest_checkpoint,
     latest_verified_checkpoint,
     load_rng,
     read_state,
     save_rng,
     set_rng_state,
     staging_dir,
+    verify_checkpoint,
 )
 from ernie_cmtl.config import ModelConfig, RunConfig
 from ernie_cmtl.engine import Engine, build_engine
 from ernie_cmtl.engine import resolve_device as resolve_device  # re-exported (older callers import it here)
+from ernie_cmtl.faults import NonFiniteGuard, StopSignals, agree_any, stop_group, write_failure
 from ernie_cmtl.hf import HFModel, load_hf_model, load_into
 from ernie_cmtl.model import Encoder, PretrainingModel, encoder_flops_per_token
 from ernie_cmtl.monitor import Monitor, gradient_affinity
@@ -105,6 +109,8 @@ class TrainResult:
     """(step, task, training loss) of every step run in this call."""
     eval_history: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: Path | None = None
+    stopped_by: str | None = None
+    """The signal that stopped the run early (after writing and verifying ``checkpoint``), else None."""
 
 
 class Trainer:
@@ -162,6 +168,7 @@ class Trainer:
         self.positions = dict.fromkeys(self.task_names, 0)
         self.best_valid_loss: dict[str, float] = {}
         self.step = 0
+        self.guard = NonFiniteGuard(self.cfg.max_bad_steps)
 
     # -- batches --------------------------------------------------------------------------------------------
     def _batch(self, task_name: str, rows: dict[str, list], seed: int) -> dict[str, torch.Tensor]:
@@ -184,26 +191,50 @@ class Trainer:
     def checkpoint_root(self) -> Path:
         return self.run_dir / "checkpoints"
 
-    def save(self) -> Path:
-        """Every rank writes its part into a staging directory; rank 0 commits it atomically."""
+    def save(self, verify: bool = False) -> Path:
+        """Every rank writes its part into a staging directory; rank 0 commits it atomically (``verify``: then
+        checks every file against its checksum). A write that fails on any rank (a full disk, an I/O error, a
+        permission lost) removes the staging directory and raises :class:`CheckpointWriteError` on every rank;
+        the checkpoints written before stay as they were."""
+        self.guard.read()  # the skip flags of the steps so far belong to this checkpoint's state
         staging = staging_dir(self.checkpoint_root, self.step)
-        if self.rank == 0:
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-        self._barrier()
-        self.engine.save_checkpoint(staging)
-        save_rng(staging, self.rank)
-        self._barrier()
         final = self.checkpoint_root / f"step_{self.step:08d}"
-        if self.rank == 0:
+        error: BaseException | None = None
+        try:
+            if self.rank == 0:
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
+            self._barrier()
+            self.engine.save_checkpoint(staging)
+            save_rng(staging, self.rank)
+        except OSError as err:
+            error = err
+        if not self._agree(error is not None) and self.rank == 0:  # every rank's part is written
             state = {"step": self.step, "positions": self.positions, "task_ids": self.task_ids,
                      "seed": self.config.seed, "world_size": self.world_size, "engine": self.cfg.engine,
                      "plan_hash": self.plan.hash(), "plan": self.plan.to_dict(),
-                     "best_valid_loss": self.best_valid_loss}
-            final = commit_checkpoint(staging, state, self.cfg.keep_last)
-            log.info("checkpoint written: %s", final)
-        self._barrier()
+                     "best_valid_loss": self.best_valid_loss, "nonfinite": self.guard.state_dict()}
+            try:
+                final = commit_checkpoint(staging, state, self.cfg.keep_last)
+                reason = verify_checkpoint(final) if verify else None
+                if reason is not None:
+                    shutil.rmtree(final, ignore_errors=True)
+                    raise OSError(errno.EIO, f"the checkpoint just written does not verify ({reason})", str(final))
+                log.info("checkpoint written%s: %s", " and verified" if verify else "", final)
+            except OSError as err:
+                error = err
+        if self._agree(error is not None):
+            if self.rank == 0:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise write_failure(self.checkpoint_root, self.step, error or OSError("another rank's write failed"),
+                                latest_checkpoint(self.checkpoint_root))
         return final
+
+    def _agree(self, flag: bool) -> bool:
+        """``flag`` or-ed over the ranks (one small all-reduce on a gloo group; no-op in one process)."""
+        if self.world_size > 1 and not hasattr(self, "_flag_group"):
+            self._flag_group = stop_group()
+        return agree_any(flag, self.world_size, getattr(self, "_flag_group", None))
 
     def _barrier(self) -> None:
         if self.world_size > 1:
@@ -253,6 +284,7 @@ class Trainer:
             set_rng_state(rng)
         self.positions.update({k: v for k, v in state["positions"].items() if k in self.positions})
         self.best_valid_loss.update(state.get("best_valid_loss", {}))
+        self.guard.load_state_dict(state.get("nonfinite", {}))
         self.step = int(state["step"])
         log.info("resumed from %s at step %d", path, self.step)
         return self.step
@@ -298,7 +330,8 @@ class Trainer:
         monitor = Monitor(self.run_dir, self.config.monitor, self.config.to_dict(), self.rank,
                           truncate_after=self.step)
         try:
-            return self._train(end, monitor, progress)
+            with StopSignals(cfg.stop_signals) as stop:
+                return self._train(end, monitor, progress, stop)
         finally:
             monitor.close()
 
@@ -379,7 +412,7 @@ class Trainer:
         if self.step % self.cfg.log_every == 0:
             self.engine.rewind_schedule(self.guard.take_rewind())
 
-    def _train(self, end: int, monitor: Monitor, progress: bool) -> TrainResult:
+    def _train(self, end: int, monitor: Monitor, progress: bool, stop: StopSignals) -> TrainResult:
         cfg = self.cfg
         result = TrainResult(self.run_dir, self.step)
         if self.step == 0:  # the source's own values, before any step
@@ -410,6 +443,7 @@ class Trainer:
             stats = None
             # accuracy is reported only on logging steps, so it is only computed there
             logging_step = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == end
+            first_batch = self.positions[name]
             for micro in range(cfg.grad_accum_steps):
                 rows = self.streams[name].rows(self.positions[name])
                 self.positions[name] += 1
@@ -428,9 +462,11 @@ class Trainer:
                 window_seqs += host_batch["input_ids"].shape[0]
                 window_flops += tokens * flops_token[name]
             self.step += 1
+            self.guard.record(self.step, name, (first_batch, self.positions[name] - 1), stats.get("skipped", False))
+            stopping = self._agree(stop.requested)  # every rank stops after the same step
             unread.append((self.step, name, losses))
             bar.update(1)
-            if logging_step:
+            if logging_step or stopping:
                 values = torch.stack([x.float() for _, _, step_losses in unread for x in step_losses]).tolist()
                 means, i = [], 0
                 for _, _, step_losses in unread:
@@ -439,6 +475,7 @@ class Trainer:
                 means = [v / self.world_size for v in self._all_reduce(means)]
                 result.losses.extend((s, t, v) for (s, t, _), v in zip(unread, means, strict=True))
                 unread.clear()
+                self._settle_skips()
                 loss_value = means[-1]
                 elapsed = time.perf_counter() - window_start
                 record = {"step": self.step, "stage": stage.index, "task": name, "task_id": self.task_ids[name],
@@ -451,6 +488,8 @@ class Trainer:
                     record["accuracy"] = round(totals["correct"] / totals["count"], 6)
                 if cfg.peak_flops > 0:
                     record["mfu"] = round(window_flops / elapsed / cfg.peak_flops, 6)
+                if self.guard.skipped:
+                    record["skipped_steps"] = dict(self.guard.skipped)
                 monitor.train(record)
                 bar.set_postfix(stage=stage.index, task=name, loss=f"{loss_value:.3f}",
                                 tok_s=f"{record['tokens_per_s']:.0f}")
@@ -471,10 +510,15 @@ class Trainer:
             if every and self.step % every == 0:
                 self._log_affinity(monitor, stage)
                 window_start = time.perf_counter()
-            if self.step % cfg.save_every == 0 or self.step == end:
-                result.checkpoint = self.save()
+            if self.step % cfg.save_every == 0 or self.step == end or stopping:
+                result.checkpoint = self.save(verify=stopping)
                 monitor.checkpoint(result.checkpoint, self.step)
                 window_start = time.perf_counter()
+            if stopping:
+                result.stopped_by = stop.received or "a signal to another rank"
+                log.warning("stopped by %s after step %d; checkpoint %s verified; continue with --resume",
+                            result.stopped_by, self.step, result.checkpoint)
+                break
         bar.close()
         result.step = self.step
         return result
