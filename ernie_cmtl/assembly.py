@@ -60,8 +60,39 @@ def assemble(config: RunConfig) -> RunConfig:
                               f"of {config.model.init_from}, which matches its embeddings), got "
                               f"{config.tokenizer.path!r}")
         config.tokenizer = dataclasses.replace(config.tokenizer, path=config.model.init_from)
+    check_preserve(config)
     build_plan(config.schedule, list(config.tasks), config.train.max_steps, config.seed)  # validates
     return config
+
+
+def check_preserve(config: RunConfig) -> None:
+    """Anchoring and distillation keep a frozen copy of the ``model.init_from`` encoder: they need a source,
+    and whole parameters on every rank (DeepSpeed ZeRO 0-2; ZeRO-3 partitions the weights themselves)."""
+    keep = config.preserve
+    if not keep.needs_source:
+        return
+    key = "preserve.l2sp_weight" if keep.l2sp_weight > 0 else "preserve.distill_weight"
+    if config.model.init_from is None:
+        raise ConfigError(f"{key}: needs model.init_from (anchoring and distillation keep the source model's "
+                          "weights); set it, or use preserve.head_warmup_steps alone")
+    if config.train.engine == "deepspeed" and deepspeed_zero_stage(config) >= 3:
+        raise ConfigError(f"{key}: not supported with DeepSpeed ZeRO-3 (it partitions the weights the penalty "
+                          "and the source copy need whole); use configs/ds/zero1.json or zero2.json")
+
+
+def deepspeed_zero_stage(config: RunConfig) -> int:
+    """The ZeRO stage the run's DeepSpeed JSON and its overrides select (0 when unreadable: DeepSpeed's own
+    check reports a missing file when the engine starts)."""
+    import json
+
+    section = config.train.deepspeed
+    stage = section.overrides.get("zero_optimization", {}).get("stage")
+    if stage is None:
+        try:
+            stage = json.loads(Path(section.config).read_text()).get("zero_optimization", {}).get("stage", 0)
+        except (OSError, ValueError):
+            stage = 0
+    return int(stage)
 
 
 def resolve_init_from(model: ModelConfig) -> ModelConfig:

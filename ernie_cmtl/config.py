@@ -406,6 +406,41 @@ class MonitorConfig:
 
 
 @dataclass
+class PreserveConfig:
+    """The ``preserve`` section (:mod:`ernie_cmtl.preserve`): ways to keep what the ``model.init_from``
+    encoder knew, all off by default. Anchoring and distillation need ``model.init_from``; head warm-up works
+    in any run."""
+
+    head_warmup_steps: int = 0
+    """For each task's first N steps, the encoder learns at ``head_warmup_encoder_lr`` x its rate (0 = off)."""
+    head_warmup_encoder_lr: float = 0.0
+    """The encoder's learning-rate factor during a task's head warm-up (0: the encoder is frozen)."""
+    l2sp_weight: float = 0.0
+    """lambda of the L2-SP penalty lambda * ||theta - theta_source||^2 on the encoder's weights (0 = off)."""
+    distill_weight: float = 0.0
+    """mu: weight of the distance between the current and the frozen source encoder's states (0 = off)."""
+    distill_on: Literal["mean", "tokens"] = "mean"
+    """``mean``: 1 - cosine of the mean-pooled states; ``tokens``: mean squared error of every real token's
+    last-layer state."""
+
+    def __post_init__(self) -> None:
+        require(self.head_warmup_steps >= 0, "preserve.head_warmup_steps", "an integer >= 0")
+        require(0.0 <= self.head_warmup_encoder_lr <= 1.0, "preserve.head_warmup_encoder_lr", "a number in [0, 1]")
+        require(self.l2sp_weight >= 0, "preserve.l2sp_weight", "a number >= 0")
+        require(self.distill_weight >= 0, "preserve.distill_weight", "a number >= 0")
+        require(self.distill_on in ("mean", "tokens"), "preserve.distill_on", "'mean' or 'tokens'")
+
+    @property
+    def needs_source(self) -> bool:
+        """Whether a frozen copy of the source encoder is kept (anchoring or distillation)."""
+        return self.l2sp_weight > 0 or self.distill_weight > 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.needs_source or self.head_warmup_steps > 0
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     run_dir: str = "runs/default"
@@ -417,6 +452,7 @@ class RunConfig:
     """Task name -> that task's own config section (typed by the task plugin)."""
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    preserve: PreserveConfig = field(default_factory=PreserveConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,13 +116,14 @@ class DeepSpeedEngine:
     ``section``: the DeepSpeed JSON and its overrides; ``micro_batch_size``: sequences per forward pass."""
 
     def __init__(self, model: nn.Module, cfg: OptimConfig, world_size: int,
-                 section: DeepSpeedSection | None = None, micro_batch_size: int = 1) -> None:
+                 section: DeepSpeedSection | None = None, micro_batch_size: int = 1,
+                 encoder_lr_scale: Callable[[int], float] | None = None) -> None:
         import deepspeed
 
         self.cfg = cfg
         self.ds_config = build_ds_config(cfg, section or DeepSpeedSection(), micro_batch_size, world_size)
         # the implementation is chosen for the device the parameters will be on (DeepSpeed moves them there)
-        optimizer, scheduler, self.adamw_impl = build_optimizer(model, cfg)
+        optimizer, scheduler, self.adamw_impl = build_optimizer(model, cfg, encoder_lr_scale=encoder_lr_scale)
         log.info("AdamW: %s implementation (DeepSpeed engine)", self.adamw_impl)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -83,11 +84,12 @@ class TorchEngine:
     ``module`` stays the plain model, so checkpoints keep their parameter names."""
 
     def __init__(self, model: nn.Module, cfg: OptimConfig, device: torch.device,
-                 adamw: AdamWImpl = "auto", compile: bool = False) -> None:
+                 adamw: AdamWImpl = "auto", compile: bool = False,
+                 encoder_lr_scale: Callable[[int], float] | None = None) -> None:
         self.module = model.to(device)
         self.device = device
         self.cfg = cfg
-        self.optimizer, self.scheduler, self.adamw_impl = build_optimizer(model, cfg, adamw)
+        self.optimizer, self.scheduler, self.adamw_impl = build_optimizer(model, cfg, adamw, encoder_lr_scale)
         self.micro_steps = 0
         self.forward = torch.compile(self.module, dynamic=True) if compile else self.module
         log.info("AdamW: %s implementation%s", self.adamw_impl, ", torch.compile on" if compile else "")
@@ -162,16 +164,19 @@ def read_model_state(checkpoint: Path) -> dict[str, Tensor] | None:
 
 def build_engine(model: nn.Module, optim: OptimConfig, *, engine: Literal["torch", "deepspeed"] = "torch",
                  device: str = "auto", compile: bool = False, deepspeed: DeepSpeedSection | None = None,
-                 micro_batch_size: int = 1, world_size: int = 1) -> Engine:
+                 micro_batch_size: int = 1, world_size: int = 1,
+                 encoder_lr_scale: Callable[[int], float] | None = None) -> Engine:
     """The engine a loop steps through: :class:`TorchEngine` on ``device`` (``auto``: see
     :func:`resolve_device`), or the DeepSpeed engine (the process group must be started,
     :func:`ernie_cmtl.ds_engine.init_distributed`; it places the model itself). ``micro_batch_size`` and
-    ``world_size`` are DeepSpeed's batch accounting; ``compile`` applies to the torch engine."""
+    ``world_size`` are DeepSpeed's batch accounting; ``compile`` applies to the torch engine;
+    ``encoder_lr_scale``: see :func:`ernie_cmtl.optim.build_optimizer`."""
     if engine == "deepspeed":
         from ernie_cmtl.ds_engine import DeepSpeedEngine
 
-        return DeepSpeedEngine(model, optim, world_size, deepspeed or DeepSpeedSection(), micro_batch_size)
-    return TorchEngine(model, optim, resolve_device(device), compile=compile)
+        return DeepSpeedEngine(model, optim, world_size, deepspeed or DeepSpeedSection(), micro_batch_size,
+                               encoder_lr_scale=encoder_lr_scale)
+    return TorchEngine(model, optim, resolve_device(device), compile=compile, encoder_lr_scale=encoder_lr_scale)
 
 
 __all__ = ["MODEL_FILE", "OPTIMIZER_FILE", "AdamWImpl", "Engine", "TorchEngine", "build_engine", "build_optimizer",

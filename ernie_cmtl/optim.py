@@ -70,9 +70,27 @@ def fused_adamw_supported(groups: list[dict[str, Any]]) -> bool:
     return all(p.device.type in devices and torch.is_floating_point(p) for g in groups for p in g["params"])
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, impl: AdamWImpl = "auto"
+def build_optimizer(model: nn.Module, cfg: OptimConfig, impl: AdamWImpl = "auto",
+                    encoder_lr_scale: Callable[[int], float] | None = None
                     ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR, str]:
     """AdamW over ``model``'s trainable parameters (:func:`param_groups`), its warm-up and decay schedule
-    (:func:`lr_lambda`), and the AdamW implementation it got (:func:`make_adamw`)."""
-    optimizer, got = make_adamw(param_groups(model, cfg.weight_decay), cfg, impl)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg)), got
+    (:func:`lr_lambda`), and the AdamW implementation it got (:func:`make_adamw`).
+
+    ``encoder_lr_scale``: a factor of step s for the parameters of ``model.encoder`` (head warm-up,
+    :mod:`ernie_cmtl.preserve`); the encoder's and the heads' parameters then form separate groups. A pure
+    function of the step, so the schedule's saved position restores it exactly."""
+    base = lr_lambda(cfg)
+    if encoder_lr_scale is None:
+        optimizer, got = make_adamw(param_groups(model, cfg.weight_decay), cfg, impl)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, base), got
+    encoder_ids = {id(p) for p in model.encoder.parameters()}
+    encoder = param_groups(model.encoder, cfg.weight_decay)
+    heads = [{**g, "params": [p for p in g["params"] if id(p) not in encoder_ids]}
+             for g in param_groups(model, cfg.weight_decay)]
+    optimizer, got = make_adamw(encoder + heads, cfg, impl)
+
+    def scaled(step: int) -> float:
+        return base(step) * encoder_lr_scale(step)
+
+    lambdas = [scaled] * len(encoder) + [base] * len(heads)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas), got

@@ -18,14 +18,16 @@ continued run (they start at zero), so they are neither anchored nor part of the
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from ernie_cmtl.config import PreserveConfig
+from ernie_cmtl.config import ModelConfig, PreserveConfig
+from ernie_cmtl.model import Encoder
+from ernie_cmtl.retention import mean_pool
+from ernie_cmtl.scheduler import Plan
 
 TASK_EMBEDDING_PREFIX = "embeddings.task"
 
@@ -37,12 +39,6 @@ def anchor_penalty(params: list[Tensor], sources: list[Tensor]) -> Tensor:
     return torch.stack(norms).pow(2).sum()
 
 
-def mean_pooled(states: Tensor, attention_mask: Tensor) -> Tensor:
-    """[B, L, H] states, [B, L] 0/1 mask -> [B, H] mean over the real tokens."""
-    mask = attention_mask.to(states.dtype).unsqueeze(-1)
-    return (states * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-
-
 def distillation_loss(current: Tensor, source: Tensor, attention_mask: Tensor,
                       on: Literal["mean", "tokens"] = "mean") -> Tensor:
     """Distance between the current and the source encoder's [B, L, H] states on the same batch: 0 where
@@ -50,8 +46,8 @@ def distillation_loss(current: Tensor, source: Tensor, attention_mask: Tensor,
     squared error over the real tokens' states (per hidden unit)."""
     current, source = current.float(), source.float()
     if on == "mean":
-        cosine = nn.functional.cosine_similarity(mean_pooled(current, attention_mask),
-                                                 mean_pooled(source, attention_mask), dim=-1)
+        cosine = nn.functional.cosine_similarity(mean_pool(current, attention_mask),
+                                                 mean_pool(source, attention_mask), dim=-1)
         return (1.0 - cosine).mean()
     real = attention_mask.bool()
     return nn.functional.mse_loss(current[real], source[real])
@@ -73,22 +69,46 @@ def head_warmup_steps(task_at: Callable[[int], str], total_steps: int, warmup: i
     return frozenset(steps)
 
 
-def is_encoder_parameter(name: str) -> bool:
-    """Parameters of ``PretrainingModel`` that belong to the shared encoder (not a task head)."""
-    return name.startswith("encoder.")
+def encoder_lr_scale(plan: Plan, config: PreserveConfig) -> Callable[[int], float] | None:
+    """The encoder's learning-rate factor of step s under head warm-up (``head_warmup_encoder_lr`` on the
+    first ``head_warmup_steps`` steps of every task, 1 elsewhere), or None when head warm-up is off."""
+    steps = head_warmup_steps(plan.task_at, plan.total_steps, config.head_warmup_steps)
+    if not steps:
+        return None
+    factor = config.head_warmup_encoder_lr
+
+    def scale(step: int) -> float:
+        return factor if step in steps else 1.0
+
+    return scale
+
+
+def source_encoder(model_config: ModelConfig) -> Encoder:
+    """The ``model.init_from`` encoder exactly as a new run starts from it (task embeddings as the run
+    initializes them), read from the source directory: the same in a resumed run, whatever the checkpoint
+    holds. Built on the meta device first, so no random numbers are drawn."""
+    from ernie_cmtl.hf import load_hf_model
+
+    if model_config.init_from is None:
+        raise ValueError("source_encoder: model.init_from is not set")
+    with torch.device("meta"):
+        source = Encoder(model_config)
+    hf = load_hf_model(model_config.init_from)
+    source.load_state_dict(hf.encoder_state_for(model_config.num_task_embeddings), assign=True)
+    return source
 
 
 class SourceAnchor:
-    """A frozen copy of the source encoder (taken before the first step, from the ``init_from`` weights) and
-    the extra loss of anchoring and distillation for one batch.
+    """The frozen source encoder (:func:`source_encoder`) beside the trained one, and the extra loss of
+    anchoring and distillation for one batch.
 
     ``extra_loss`` reads the current encoder's states through a forward hook on ``encoder`` (the engine's
     forward runs the model as usual) and runs the source on the same batch without gradient."""
 
-    def __init__(self, encoder: nn.Module, config: PreserveConfig) -> None:
+    def __init__(self, encoder: nn.Module, source: nn.Module, config: PreserveConfig) -> None:
         self.config = config
         self.encoder = encoder
-        self.source = copy.deepcopy(encoder).eval().requires_grad_(False)
+        self.source = source.eval().requires_grad_(False)
         pairs = [(p, s) for (name, p), (_, s) in zip(encoder.named_parameters(), self.source.named_parameters(),
                                                       strict=True)
                  if p.requires_grad and not name.startswith(TASK_EMBEDDING_PREFIX)]

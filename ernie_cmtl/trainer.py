@@ -36,9 +36,10 @@ from ernie_cmtl.config import ModelConfig, RunConfig
 from ernie_cmtl.engine import Engine, build_engine
 from ernie_cmtl.engine import resolve_device as resolve_device  # re-exported (older callers import it here)
 from ernie_cmtl.faults import NonFiniteGuard, StopSignals, agree_any, stop_group, write_failure
-from ernie_cmtl.hf import HFModel, load_hf_model, load_into
+from ernie_cmtl.hf import HFModel, load_into
 from ernie_cmtl.model import Encoder, PretrainingModel, encoder_flops_per_token
 from ernie_cmtl.monitor import Monitor, gradient_affinity
+from ernie_cmtl.preserve import SourceAnchor, encoder_lr_scale, source_encoder
 from ernie_cmtl.retention import RetentionProbe, ScoredPairs
 from ernie_cmtl.scheduler import Plan
 from ernie_cmtl.stream import TaskStream, hash_seed
@@ -149,12 +150,18 @@ class Trainer:
         if init_model is not None:
             imported = load_into(model, init_model)
             log.info("initialized from %s: %s", init_model.directory, ", ".join(imported))
+        # retention methods (ernie_cmtl.preserve): the source is read from init_from, whatever a resume loads
+        self.anchor = (SourceAnchor(model.encoder, source_encoder(model_cfg), config.preserve)
+                       if config.preserve.needs_source else None)
         torch.manual_seed(hash_seed(config.seed, self.rank))
         self.engine: Engine
         self.engine = build_engine(model, self.cfg.optim, engine=self.cfg.engine, device=self.cfg.device,
                                    compile=self.cfg.compile, deepspeed=self.cfg.deepspeed,
-                                   micro_batch_size=self.cfg.batch_size, world_size=self.world_size)
+                                   micro_batch_size=self.cfg.batch_size, world_size=self.world_size,
+                                   encoder_lr_scale=encoder_lr_scale(plan, config.preserve))
         self.device = self.engine.device
+        if self.anchor is not None:
+            self.anchor.to(self.device)
         rank, world_size = self.rank, self.world_size
         if rank == 0:
             log.info("global batch = %d micro x %d accumulation x %d ranks = %d sequences per step",
@@ -380,11 +387,7 @@ class Trainer:
                 pairs = ScoredPairs(*([e.ids for e in tokenizer.encode_batch(texts)] for texts in (first, second)),
                                     scores)
             trained = next(self.engine.module.encoder.parameters())
-            with torch.device("meta"):  # no initialization: no random numbers drawn
-                source = Encoder(self.config.model)
-            hf = load_hf_model(self.config.model.init_from)
-            source.load_state_dict(hf.encoder_state_for(self.config.model.num_task_embeddings), assign=True)
-            source.to(device=trained.device, dtype=trained.dtype)
+            source = source_encoder(self.config.model).to(device=trained.device, dtype=trained.dtype)
             self._retention = RetentionProbe.from_source(source, rows["input_ids"], rows.get("segment_ids"), pairs,
                                                          task_id=0, batch_size=cfg.batch_size)
             log.info("retention monitor: source %s, %d held-out sequences%s, %.1fs", self.config.model.init_from,
@@ -452,7 +455,8 @@ class Trainer:
                 batch = self._to_device(host_batch)
                 logits = self.engine(name, batch)
                 loss = task.loss(logits, batch)
-                self.engine.backward(loss)
+                extra = self.anchor.extra_loss(batch) if self.anchor is not None else None
+                self.engine.backward(loss if extra is None else loss + extra)  # logged: the task's loss
                 stats = self.engine.step()
                 losses.append(loss.detach())
                 if logging_step:

@@ -3,6 +3,9 @@ and the frozen source anchor on a real (debug-size) encoder."""
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -13,7 +16,6 @@ from ernie_cmtl.preserve import (
     anchor_penalty,
     distillation_loss,
     head_warmup_steps,
-    mean_pooled,
 )
 from ernie_cmtl.scheduler import build_plan
 
@@ -38,7 +40,6 @@ def test_distillation_is_zero_on_agreement_and_blind_to_padding() -> None:
         assert float(distillation_loss(states, other, mask, on)) == pytest.approx(0.0, abs=1e-6)
         other[1, 0] += 3.0  # a real token
         assert float(distillation_loss(states, other, mask, on)) > 1e-4
-    assert torch.allclose(mean_pooled(states, mask)[0], states[0, :3].mean(0))
 
 
 def test_head_warmup_covers_each_tasks_first_steps_of_the_plan() -> None:
@@ -56,7 +57,7 @@ def test_the_source_anchor_starts_at_zero_and_pulls_back_toward_the_source() -> 
     torch.manual_seed(0)
     cfg = ModelConfig(flavour="debug", vocab_size=100)
     encoder = Encoder(cfg).eval()
-    anchor = SourceAnchor(encoder, PreserveConfig(l2sp_weight=0.5, distill_weight=2.0, distill_on="mean"))
+    anchor = SourceAnchor(encoder, copy.deepcopy(encoder), PreserveConfig(l2sp_weight=0.5, distill_weight=2.0, distill_on="mean"))
     batch = {"input_ids": torch.randint(5, 100, (2, 7)), "attention_mask": torch.ones(2, 7, dtype=torch.long),
              "task_ids": torch.tensor([3, 3])}
     encoder(batch["input_ids"], batch["attention_mask"], None, batch["task_ids"])
@@ -69,7 +70,7 @@ def test_the_source_anchor_starts_at_zero_and_pulls_back_toward_the_source() -> 
     anchor.config.distill_weight = 0.0
     loss = anchor.extra_loss(batch)
     n = encoder.layers[0].ffn_in.weight.numel()
-    assert float(loss) == pytest.approx(0.5 * n * 0.01**2, rel=1e-4)
+    assert float(loss.detach()) == pytest.approx(0.5 * n * 0.01**2, rel=1e-4)
     loss.backward()
     assert torch.allclose(encoder.layers[0].ffn_in.weight.grad, torch.full_like(encoder.layers[0].ffn_in.weight,
                                                                                2 * 0.5 * 0.01), atol=1e-6)
@@ -81,3 +82,111 @@ def test_preserve_keys_fail_with_one_line() -> None:
         PreserveConfig(head_warmup_encoder_lr=2.0)
     with pytest.raises(ConfigError, match="preserve.distill_on"):
         PreserveConfig(distill_on="cls")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# In a run: a small random BERT as the source (real transformers weights and MiniLM's real tokenizer)
+
+TINY_RUN = ["train.batch_size=4", "data.max_seq_len=64", "data.max_documents=150", "train.warmup_steps=1",
+            "train.eval_every=100", "train.eval_batches=1", "train.log_every=1", "monitor.retention.enabled=false",
+            "tasks={knowledge_masking: {}, sentence_reordering: {}}", "schedule.strategy=multitask",
+            "schedule.stages=[]", "schedule.steps_per_task=3"]
+ALL_METHODS = ["preserve.head_warmup_steps=1", "preserve.head_warmup_encoder_lr=0.0", "preserve.l2sp_weight=0.5",
+               "preserve.distill_weight=1.0"]
+
+
+@pytest.fixture(scope="module")
+def small_bert(tmp_path_factory: pytest.TempPathFactory, minilm_dir) -> Path:
+    transformers = pytest.importorskip("transformers")
+    from data_builders.tokenizer import load_hf_tokenizer, save_hf_tokenizer_files
+
+    tokenizer = load_hf_tokenizer(minilm_dir)
+    directory = tmp_path_factory.mktemp("small_bert")
+    config = transformers.BertConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=64, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=128, max_position_embeddings=128,
+                                     architectures=["BertForMaskedLM"])
+    torch.manual_seed(0)
+    transformers.BertForMaskedLM(config).save_pretrained(directory)
+    save_hf_tokenizer_files(tokenizer, directory)
+    return directory
+
+
+def _run(tmp_path: Path, name: str, small_bert: Path, wiki_shards, cache_dir, extra: list[str], **kwargs):
+    from ernie_cmtl import api
+
+    overrides = [f"model.init_from={small_bert}", f"data.cache_dir={cache_dir}", *TINY_RUN, *extra]
+    return api.pretrain(api.configure(None, overrides, wiki_shards[:1], tmp_path / name), progress=False, **kwargs)
+
+
+def _weights(result) -> dict[str, torch.Tensor]:
+    return torch.load(result.checkpoint / "model.pt", weights_only=True)
+
+
+def test_every_method_changes_the_run_and_resumes_exactly(tmp_path, small_bert, wiki_shards, cache_dir) -> None:
+    plain = _run(tmp_path, "plain", small_bert, wiki_shards, cache_dir, [])
+    straight = _run(tmp_path, "straight", small_bert, wiki_shards, cache_dir, ALL_METHODS)
+    assert straight.step == plain.step == 6
+    assert [x[2] for x in straight.losses] != [x[2] for x in plain.losses]
+    _run(tmp_path, "resumed", small_bert, wiki_shards, cache_dir, ALL_METHODS, stop_at=3)
+    resumed = _run(tmp_path, "resumed", small_bert, wiki_shards, cache_dir, ALL_METHODS, resume=True)
+    assert [loss for *_, loss in resumed.losses] == [loss for *_, loss in straight.losses[3:]]
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_head_warmup_at_rate_zero_leaves_the_encoder_exactly_the_source(tmp_path, small_bert, wiki_shards,
+                                                                      cache_dir) -> None:
+    """Warm-up of 3 steps covers every step of both tasks here (3 each): only the heads learn, and the
+    encoder (task embeddings included) stays the initialization, i.e. the source."""
+    frozen = ["preserve.head_warmup_steps=3", "preserve.head_warmup_encoder_lr=0.0"]
+    start = _weights(_run(tmp_path, "start", small_bert, wiki_shards, cache_dir, frozen, stop_at=0))
+    trained = _weights(_run(tmp_path, "frozen", small_bert, wiki_shards, cache_dir, frozen))
+    encoder = [k for k in start if k.startswith("encoder.")]
+    heads = [k for k in start if k.startswith("heads.")]
+    assert encoder and heads
+    assert all(torch.equal(trained[k], start[k]) for k in encoder)
+    assert sum(not torch.equal(trained[k], start[k]) for k in heads) >= len(heads) // 2
+
+
+def test_anchoring_and_distillation_need_a_source_and_whole_weights(small_bert) -> None:
+    from ernie_cmtl.assembly import load_config
+
+    with pytest.raises(ConfigError, match="preserve.l2sp_weight: needs model.init_from"):
+        load_config(None, ["preserve.l2sp_weight=0.1"])
+    with pytest.raises(ConfigError, match="preserve.distill_weight: not supported with DeepSpeed ZeRO-3"):
+        load_config(None, [f"model.init_from={small_bert}", "preserve.distill_weight=1", "train.engine=deepspeed",
+                           "train.deepspeed.config=configs/ds/zero3.json"])
+    load_config(None, [f"model.init_from={small_bert}", "preserve.distill_weight=1", "train.engine=deepspeed",
+                       "train.deepspeed.config=configs/ds/zero2.json"])
+    load_config(None, ["preserve.head_warmup_steps=5"])  # warm-up needs no source
+
+
+@pytest.mark.slow
+def test_every_method_resumes_exactly_under_deepspeed_zero2(tmp_path, small_bert, wiki_shards, cache_dir) -> None:
+    """One DeepSpeed process (ZeRO-2 on CPU, gloo): the methods run through DeepSpeed's optimizer wrapper and
+    an interrupted run resumes to the uninterrupted one's losses and weights."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def run(name: str, *extra: str) -> Path:
+        cmd = [sys.executable, "-m", "ernie_cmtl.cli", "pretrain", "--corpus", wiki_shards[0], "--run-dir",
+               str(tmp_path / name), "--quiet", "--set", "train.engine=deepspeed",
+               "--set", f"train.deepspeed.config={repo / 'configs' / 'ds' / 'zero2.json'}",
+               *(a for o in [f"model.init_from={small_bert}", f"data.cache_dir={cache_dir}", *TINY_RUN,
+                             *ALL_METHODS] for a in ("--set", o)), *extra]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=repo,
+                              env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return tmp_path / name
+
+    def losses(run_dir: Path) -> dict[int, float]:
+        records = [__import__("json").loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
+
+    straight = losses(run("straight"))
+    run("resumed", "--max-steps", "3")
+    run("resumed", "--resume")
+    resumed = losses(tmp_path / "resumed")
+    assert len(straight) == 6 and resumed == straight
