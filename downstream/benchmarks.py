@@ -12,7 +12,7 @@ Three families, all read into the same column-wise :class:`Examples`:
   skipped and counted) and C3 (multiple-choice reading comprehension: JSON documents with questions, 2-4 choices
   each; an example is one question, its candidates the choices).
 
-Tokenization and batching happen in :mod:`downstream.finetune`, metrics in :mod:`downstream.metrics`. Every
+Tokenization and batching happen in :mod:`downstream.encoding`, metrics in :mod:`downstream.metrics`. Every
 reader error is a one-line :class:`CorpusError` naming the file (and line).
 """
 

@@ -22,11 +22,14 @@ from downstream.finetune import (
     load_pretrained,
     sampling_probabilities,
     soft_sharing_penalty,
+    task_loss,
     task_order,
 )
+from downstream.loop import stage_engine
 from ernie_cmtl import api
 from ernie_cmtl.checkpoint import CheckpointError
 from ernie_cmtl.config import ConfigError, ModelConfig, from_dict
+from ernie_cmtl.engine import TorchEngine
 from ernie_cmtl.model import (
     KNRM_KERNELS,
     Encoder,
@@ -253,6 +256,52 @@ def test_two_stages_with_soft_sharing_and_no_task_embedding(tmp_path, pretrained
     assert any(r["total_loss"] > r["loss"] for r in multitask[1:])  # copies drift apart after the first step
     assert {r["stage"] for r in records} == {"multitask", "per_task:sst2", "per_task:stsb"}
     assert (tmp_path / "finetune" / "train.log").is_file()
+
+
+# -- the training engine ----------------------------------------------------------------------------------
+
+
+def test_a_stage_steps_through_the_training_engine_with_fine_tuning_settings(tmp_path):
+    """Fine-tuning builds the pretraining engine from its own config: fused AdamW with its betas (0.9, 0.999),
+    warm-up then linear decay over the stage, and bf16 autocast when asked."""
+    config = load_finetune_config(None, ["precision=bf16", "device=cpu", "warmup_ratio=0.2", "lr=1e-3",
+                                         f"run_dir={tmp_path}"])
+    model = FinetuneModel.build(_tiny_encoder(), [BENCHMARK_TASKS["sst2"]], "hard", "cls")
+    engine = stage_engine(model, config, 10)
+    assert isinstance(engine, TorchEngine) and engine.adamw_impl == "fused"
+    assert engine.optimizer.defaults["betas"] == (0.9, 0.999) and engine.optimizer.defaults["eps"] == 1e-6
+    before = [p.detach().clone() for p in model.parameters()]
+    ids = torch.randint(5, 50, (4, 12), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "segment_ids": torch.zeros_like(ids),
+             "labels": torch.tensor([0, 1, 0, 1])}
+    lrs = []
+    for _ in range(10):
+        logits = engine("sst2", batch)
+        assert logits.dtype == torch.bfloat16  # the engine's autocast
+        engine.backward(task_loss("single", logits, batch["labels"]))
+        lrs.append(engine.step()["lr"])
+    assert lrs[:3] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3])  # 2 warm-up steps, then the peak
+    assert lrs[-1] == pytest.approx(1e-3 / 8) and lrs == sorted(lrs[:3]) + sorted(lrs[3:], reverse=True)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.slow
+def test_fine_tuning_runs_on_the_deepspeed_engine(tmp_path, pretrained_run):
+    _config(tmp_path)  # skips without the GLUE data
+    run_dir = tmp_path / "ds"
+    proc = _cli("finetune", "--checkpoint", str(pretrained_run), "--tasks", "sst2", "--max-steps", "4",
+                "--run-dir", str(run_dir), "--quiet", "--set", f"glue_dir={GLUE}", "--set", "engine=deepspeed",
+                "--set", f"deepspeed.config={REPO / 'configs' / 'ds' / 'zero2.json'}", "--set", "log_every=1",
+                "--set", "warmup_ratio=0.5", "--set", "lr=1e-3", "--per-task-steps", "2",
+                "--set", "max_train_examples=64", "--set", "max_eval_examples=32", "--set", "max_seq_len=32",
+                cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["steps"] == {"multitask": 4, "per_task": 2} and 0.0 <= results["dev"]["sst2"]["accuracy"] <= 1.0
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if "split" not in r and r["stage"] == "multitask"]
+    # our schedule through DeepSpeed: 2 warm-up steps, the peak, then linear decay
+    assert [r["lr"] for r in train] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3, 5e-4])
 
 
 # -- the pair head's soft-match features
