@@ -219,11 +219,13 @@ def free_space(path: Path) -> str:
         free = shutil.disk_usage(probe).free
     except OSError:
         return "unknown free space"
-    for unit in ("B", "KB", "MB", "GB"):
-        if free < 1024 or unit == "GB":
-            return f"{free:.1f} {unit} free" if unit != "B" else f"{free} B free"
+    if free < 1024:
+        return f"{free} B free"
+    for unit in ("KB", "MB", "GB", "TB"):
         free /= 1024
-    return f"{free:.1f} TB free"
+        if free < 1024 or unit == "TB":
+            break
+    return f"{free:.1f} {unit} free"
 
 
 def write_failure(root: Path, step: int, err: BaseException, previous: Path | None) -> CheckpointWriteError:

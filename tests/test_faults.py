@@ -25,6 +25,7 @@ from ernie_cmtl import cli
 from ernie_cmtl.checkpoint import checkpoint_dirs, verify_checkpoint
 from ernie_cmtl.config import OptimConfig
 from ernie_cmtl.engine import TorchEngine
+from ernie_cmtl.faults import StopSignals
 from ernie_cmtl.registry import discover
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,6 +73,18 @@ def test_a_nonfinite_step_leaves_weights_and_optimizer_untouched(adamw, bad):
     engine.backward(engine(x).square().mean())
     assert engine.step()["skipped"].item() is False
     assert not torch.equal(before[0]["0.weight"], engine.module.state_dict()["0.weight"])
+
+
+def test_stop_signals_record_the_first_and_a_second_ctrl_c_still_interrupts():
+    before = signal.getsignal(signal.SIGINT)
+    with StopSignals(["SIGTERM", "SIGINT"]) as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # a second one (during the checkpoint, say) changes nothing
+        assert stop.received == "SIGTERM" and stop.count == 2
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 # -- end to end on the PyTorch engine -----------------------------------------------------------------------
