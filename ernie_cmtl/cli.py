@@ -159,7 +159,65 @@ def build_parser() -> argparse.ArgumentParser:
                    "config.json; bert: a plain BertForMaskedLM with --task's embedding folded into the position "
                    "embeddings")
     p.add_argument("--task", metavar="NAME", help="with --format bert: the task whose embedding is folded in")
+
+    p = sub.add_parser("probe", help="frozen-encoder evaluation: zero-shot similarity and linear probes",
+                       description="Evaluate an encoder without fine-tuning it: Spearman of the cosine of "
+                       "mean-pooled embeddings on STS-B dev (and --pairs files), and linear probes (scikit-learn "
+                       "logistic regression / ridge on frozen mean-pooled features, regularization chosen by "
+                       "cross-validation on train) scored on dev: SST-2, CoLA, MRPC, RTE, STS-B for English, "
+                       "ChnSentiCorp and OCNLI for Chinese. Prints one table and writes probe.json.",
+                       epilog="examples:\n  ernie-cmtl probe models/all-MiniLM-L6-v2 --out runs/minilm_probe.json\n"
+                       "  ernie-cmtl probe runs/continue_hf\n  ernie-cmtl probe runs/continue_hf/checkpoints/"
+                       "step_00000420 --tasks stsb --max-train-examples 0",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", metavar="CHECKPOINT_OR_HF_DIR", help="a run directory (its latest checkpoint), "
+                   "one RUN_DIR/checkpoints/step_N directory, or a Hugging Face BERT / ERNIE model directory")
+    p.add_argument("--tasks", metavar="LIST", help="comma-separated linear-probe tasks: sst2,cola,mrpc,rte,stsb,"
+                   "mnli,qqp,qnli,wnli,chnsenticorp,ocnli ('' for none; default: by --language)")
+    p.add_argument("--language", choices=["auto", "en", "zh"], default="auto", help="default task set: en "
+                   "(GLUE five + STS-B zero-shot) or zh (ChnSentiCorp, OCNLI); auto: by the vocabulary's CJK share")
+    p.add_argument("--pairs", metavar="TSV", action="append", default=[], help="more zero-shot similarity sets: "
+                   "a TSV with sentence1, sentence2 and score columns (by header name, else the first three); "
+                   "repeatable")
+    p.add_argument("--max-train-examples", type=int, default=2000, metavar="N", help="per task, a seeded random "
+                   "subset of N training examples (default 2000; 0 = all)")
+    p.add_argument("--max-dev-examples", type=int, default=0, metavar="N", help="per task and zero-shot set, a "
+                   "seeded random subset of N dev examples (default 0 = all; for quick checks)")
+    p.add_argument("--max-seq-len", type=int, default=128, metavar="N", help="tokens per sentence (default 128)")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N")
+    p.add_argument("--task-embedding-id", type=int, default=0, metavar="ID", help="task-embedding row added to "
+                   "every input (default 0, the first pretraining task; -1: none)")
+    p.add_argument("--glue-dir", default="../shared/data/glue", metavar="DIR")
+    p.add_argument("--chnsenticorp-dir", default="../shared/data/chnsenticorp", metavar="DIR")
+    p.add_argument("--ocnli-dir", default="../shared/data/ocnli", metavar="DIR")
+    p.add_argument("--seed", type=int, default=0, help="subsampling and cross-validation folds")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto ...")
+    p.add_argument("--out", metavar="PATH", help="where probe.json goes (default: CHECKPOINT_OR_HF_DIR/probe.json)")
+    p.add_argument("--quiet", action="store_true", help="only the table")
     return parser
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from downstream.probe import ProbeSettings, format_table
+    from ernie_cmtl import api
+
+    tasks = None if args.tasks is None else [t for t in args.tasks.split(",") if t.strip()]
+    settings = ProbeSettings(tasks=tasks, language=args.language, pairs=args.pairs, glue_dir=args.glue_dir,
+                             chnsenticorp_dir=args.chnsenticorp_dir, ocnli_dir=args.ocnli_dir,
+                             max_train_examples=args.max_train_examples,
+                             max_dev_examples=args.max_dev_examples, max_seq_len=args.max_seq_len,
+                             batch_size=args.batch_size, task_embedding_id=args.task_embedding_id, seed=args.seed,
+                             device=args.device)
+    say = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    result = api.probe(args.checkpoint, settings, args.out, progress=say)
+    print(format_table(result))
+    sampled = [f"{name} {v['train_examples']} of {v['train_available']}" for name, v in result["probes"].items()
+               if v["train_examples"] < v["train_available"]]
+    if sampled:
+        print(f"train sets subsampled (seed {args.seed}): {', '.join(sampled)}")
+    print(f"{result['seconds']['total']:.0f}s ({result['seconds']['sentences']} sentences encoded in "
+          f"{result['seconds']['encode']:.0f}s); results: {result['written_to']}")
+    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -314,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers["report"] = _cmd_report
     handlers["finetune"] = _cmd_finetune
     handlers["export"] = _cmd_export
+    handlers["probe"] = _cmd_probe
     try:
         return handlers[args.command](args)
     except ConfigError as err:
