@@ -286,7 +286,8 @@ def probe(checkpoint: str | Path, settings: ProbeSettings | None = None, out: st
 
 def format_table(result: dict[str, Any]) -> str:
     """The probe as one plain-text table, metrics in percent: zero-shot rows, then one row per task (its GLUE
-    metrics, the input-blind baseline's score, the train examples used)."""
+    metrics, the input-blind baseline's same metrics, the train examples used); the average row averages the
+    task scores (GLUE's mean of a task's metrics)."""
     rows = [("set", "metric", "score", "baseline", "train")]
     for name, values in result["zero_shot"].items():
         rows.append((f"{name} (zero-shot)", "spearman", f"{100 * values['spearman']:.2f}", "0.00",
@@ -295,8 +296,8 @@ def format_table(result: dict[str, Any]) -> str:
         metrics = values["metrics"]
         shown = "/".join(k for k in metrics if k != "score")
         score = "/".join(f"{100 * metrics[k]:.2f}" for k in metrics if k != "score")
-        rows.append((name, shown, score, f"{100 * values['baseline']['score']:.2f}",
-                     f"{values['train_examples']}/{values['train_available']}"))
+        baseline = "/".join(f"{100 * values['baseline'][k]:.2f}" for k in metrics if k != "score")
+        rows.append((name, shown, score, baseline, f"{values['train_examples']}/{values['train_available']}"))
     if result.get("probe_average") is not None:
         rows.append(("probe average", "score", f"{100 * result['probe_average']:.2f}",
                      f"{100 * result['baseline_average']:.2f}", ""))
