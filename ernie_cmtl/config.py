@@ -387,7 +387,8 @@ class RetentionMonitorConfig:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        require(self.max_pairs >= 0, "monitor.retention.max_pairs", "an integer >= 0 (0 = all)")
+        require(self.max_pairs == 0 or self.max_pairs >= 2, "monitor.retention.max_pairs",
+                "0 (all) or an integer >= 2 (a correlation needs two pairs)")
         require(self.drift_sequences >= 2, "monitor.retention.drift_sequences", "an integer >= 2")
         require(self.batch_size >= 1, "monitor.retention.batch_size", "an integer >= 1")
 
