@@ -156,12 +156,58 @@ def batch_knowledge_spans(word_ids: np.ndarray, flags: np.ndarray, sentence_star
         order = np.argsort(entity_starts, kind="stable")
         entity_starts, entity_ends = entity_starts[order], entity_ends[order]
     phrase_starts, phrase_ends = empty, empty
-    if phrases and n and index.phrases.keys.size:
-        openers = np.flatnonzero(word_ids >= 0)
-        limits = sentence_ends[openers]
-        if entity_starts.size:
-            blocked = np.append(np.flatnonzero(covered(entity_starts, entity_ends, n)), n)
-            limits = np.minimum(limits, blocked[np.searchsorted(blocked, openers)])  # the first blocked word
-        phrase_starts, phrase_ends = _greedy(openers, index.phrases.longest_matches(
-            word_ids, openers, limits, max_phrase_words))
+    if phrases and n:
+        phrase_starts, phrase_ends = _phrase_spans(word_ids, sentence_ends, entity_starts, entity_ends, index,
+                                                   max_phrase_words)
+    return entity_starts, entity_ends, phrase_starts, phrase_ends
+
+
+def _phrase_spans(word_ids: np.ndarray, sentence_ends: np.ndarray, entity_starts: np.ndarray,
+                  entity_ends: np.ndarray, index: LexiconIndex, max_phrase_words: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Phrases, longest first, left to right, inside their sentence and never touching an entity's words."""
+    if not index.phrases.keys.size:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    n = len(word_ids)
+    openers = np.flatnonzero(word_ids >= 0)
+    limits = sentence_ends[openers]
+    if entity_starts.size:
+        blocked = np.append(np.flatnonzero(covered(entity_starts, entity_ends, n)), n)
+        limits = np.minimum(limits, blocked[np.searchsorted(blocked, openers)])  # the first blocked word
+    return _greedy(openers, index.phrases.longest_matches(word_ids, openers, limits, max_phrase_words))
+
+
+def batch_chinese_knowledge_spans(word_ids: np.ndarray, tagged: np.ndarray, sentence_starts: np.ndarray,
+                                  index: LexiconIndex, *, entities: bool, phrases: bool, max_phrase_words: int,
+                                  max_title_words: int = 8
+                                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The spans :func:`data_builders.knowledge_masking.sentence_units` finds in Chinese sentences (by
+    :func:`data_builders.knowledge.find_chinese_entity_spans`), for every sentence of a batch at once.
+
+    ``word_ids``: lexicon vocabulary ids of the lowercased words (-1 outside it), words of all sentences
+    flattened; ``tagged``: whether a word counts as a tagged name (an entity POS tag and at least two
+    characters); ``sentence_starts``: each sentence's first word, then the total. ``entities``: search titles
+    and tagged names. Titles open at any word, longest first, left to right; every tagged word outside a title
+    is an entity of its own; phrases as in :func:`batch_knowledge_spans`. Returns (entity starts, entity ends,
+    phrase starts, phrase ends), batch-wide word positions, ascending."""
+    n = len(word_ids)
+    empty = np.zeros(0, dtype=np.int64)
+    sentence_of = np.repeat(np.arange(len(sentence_starts) - 1), np.diff(sentence_starts))
+    sentence_ends = sentence_starts[1:][sentence_of] if n else empty
+    entity_starts, entity_ends = empty, empty
+    if entities and n:
+        title_starts, title_ends = empty, empty
+        if index.titles.keys.size:
+            openers = np.flatnonzero(word_ids >= 0)
+            title_starts, title_ends = _greedy(openers, index.titles.longest_matches(
+                word_ids, openers, sentence_ends[openers], max_title_words))
+        names = np.flatnonzero(tagged & ~covered(title_starts, title_ends, n))
+        entity_starts = np.concatenate([title_starts, names])
+        entity_ends = np.concatenate([title_ends, names + 1])
+        order = np.argsort(entity_starts, kind="stable")
+        entity_starts, entity_ends = entity_starts[order], entity_ends[order]
+    phrase_starts, phrase_ends = empty, empty
+    if phrases and n:
+        phrase_starts, phrase_ends = _phrase_spans(word_ids, sentence_ends, entity_starts, entity_ends, index,
+                                                   max_phrase_words)
     return entity_starts, entity_ends, phrase_starts, phrase_ends

@@ -36,10 +36,16 @@ from data_builders.knowledge import (
     title_gazetteer,
     word_forms,
 )
-from data_builders.knowledge_batch import LexiconIndex, batch_knowledge_spans, covered
-from data_builders.language import CHINESE_STOPWORDS, segment
+from data_builders.knowledge_batch import (
+    LexiconIndex,
+    batch_chinese_knowledge_spans,
+    batch_knowledge_spans,
+    covered,
+)
+from data_builders.language import CHINESE_STOPWORDS, is_entity_tag, segment
 from data_builders.segments import (
     INPUT_IDS_TYPE,
+    FlatTokens,
     batch_rows,
     document_token_lists,
     flat_tokens,
@@ -317,13 +323,16 @@ def knowledge_masking_table(batch: pa.Table, *, tokenizer: Tokenizer, lexicon: L
     examples. Entities and phrases are found for the whole batch at once (:func:`~data_builders.knowledge.
     batch_knowledge_spans`), and units, token units and levels are computed with numpy over the batch's
     flattened words and tokens.
-    Batches with Chinese documents, or whose word starts do not partition the tokens, go through
-    :func:`knowledge_masking_batch`."""
+    Batches of Chinese documents only find their spans by the Chinese rules (:func:`~data_builders.
+    knowledge_batch.batch_chinese_knowledge_spans`); batches that mix Chinese and other documents, or whose
+    word starts do not partition the tokens, go through :func:`knowledge_masking_batch`."""
     options = {"tokenizer": tokenizer, "lexicon": lexicon, "use_entities": use_entities,
                "max_seq_len": max_seq_len, "max_phrase_words": max_phrase_words, "min_tokens": min_tokens}
-    if "language" in batch.column_names and "zh" in batch.column("language").to_pylist():
+    languages = set(batch.column("language").to_pylist()) if "language" in batch.column_names else {"en"}
+    chinese = languages == {"zh"} and "sentence_word_tags" in batch.column_names
+    if "zh" in languages and not chinese:
         return _table(knowledge_masking_batch(batch.to_pydict(), **options))
-    flat = flat_tokens(batch)
+    flat = flat_tokens(batch, tags=chinese)
     n_words, n_tokens = len(flat.word_starts), len(flat.tokens)
     word_sentence = flat.word_sentence
     word_tokens = flat.word_tokens
@@ -337,15 +346,8 @@ def knowledge_masking_table(batch: pa.Table, *, tokenizer: Tokenizer, lexicon: L
     if (np.any(word_ends <= word_tokens) or np.any(flat.word_starts[first_words] != 0)
             or np.any((sentence_word_counts == 0) & (sentence_lengths_np > 0))):
         return _table(knowledge_masking_batch(batch.to_pydict(), **options))
-    gazetteer = lexicon.titles if use_entities else None
-    forms = word_forms(flat.dictionary, lexicon.phrases, lexicon.phrase_starts, gazetteer, lexicon.title_starts,
-                       lexicon.index.vocabulary)
-    codes = flat.word_codes
-    flags = np.fromiter((f[6] for f in forms), dtype=np.int64, count=len(forms))[codes]
-    lexicon_ids = np.fromiter((f[7] for f in forms), dtype=np.int64, count=len(forms))[codes]
-    entity_starts, entity_ends, phrase_starts, phrase_ends = batch_knowledge_spans(
-        lexicon_ids, flags, flat.sentence_words, lexicon.index, entities=gazetteer is not None,
-        phrases=bool(lexicon.phrases), max_phrase_words=max_phrase_words)
+    entity_starts, entity_ends, phrase_starts, phrase_ends = _batch_spans(flat, lexicon, use_entities,
+                                                                          max_phrase_words, chinese)
     span_words = np.concatenate([entity_starts, phrase_starts])
     span_levels = np.concatenate([np.full(len(entity_starts), ENTITY, dtype=np.int64),
                                   np.full(len(phrase_starts), PHRASE, dtype=np.int64)])
@@ -386,6 +388,29 @@ def knowledge_masking_table(batch: pa.Table, *, tokenizer: Tokenizer, lexicon: L
     levels = ragged_lists(unit_levels, first_units, last_units + 1)
     return pa.table({"input_ids": input_ids, "token_unit": units, "unit_level": levels,
                      "doc_id": pa.array(out_ids, type=pa.string())})
+
+
+def _batch_spans(flat: FlatTokens, lexicon: Lexicon, use_entities: bool, max_phrase_words: int,
+                 chinese: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(entity starts, entity ends, phrase starts, phrase ends) of a flattened batch, batch-wide word positions:
+    by the English rules (capitalized runs, titles at capitalized words), or by the Chinese ones (tagged names
+    of two characters or more, titles at any word; ``flat`` then carries the tags)."""
+    gazetteer = lexicon.titles if use_entities else None
+    forms = word_forms(flat.dictionary, lexicon.phrases, lexicon.phrase_starts, gazetteer, lexicon.title_starts,
+                       lexicon.index.vocabulary)
+    codes = flat.word_codes
+    lexicon_ids = np.fromiter((f[7] for f in forms), dtype=np.int64, count=len(forms))[codes]
+    if chinese:
+        long_words = np.fromiter((len(w) >= 2 for w in flat.dictionary), dtype=bool, count=len(forms))
+        name_tags = np.fromiter(map(is_entity_tag, flat.tag_dictionary), dtype=bool,
+                                count=len(flat.tag_dictionary))
+        return batch_chinese_knowledge_spans(
+            lexicon_ids, long_words[codes] & name_tags[flat.tag_codes], flat.sentence_words, lexicon.index,
+            entities=use_entities, phrases=bool(lexicon.phrases), max_phrase_words=max_phrase_words)
+    flags = np.fromiter((f[6] for f in forms), dtype=np.int64, count=len(forms))[codes]
+    return batch_knowledge_spans(lexicon_ids, flags, flat.sentence_words, lexicon.index,
+                                 entities=gazetteer is not None, phrases=bool(lexicon.phrases),
+                                 max_phrase_words=max_phrase_words)
 
 
 def build_knowledge_masking(documents: Dataset, tokenizer: Tokenizer, lexicon: Lexicon, *,

@@ -10,6 +10,7 @@ and every builder reads its words from there.
 
 from __future__ import annotations
 
+import unicodedata
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,39 +59,109 @@ def tokenize_chinese_sentences(tokenizer: Tokenizer, sentences: list[str], segme
     dropped; a word whose characters the normalizer drops entirely has no token either and is dropped with
     them. When a token runs past the end of its word (jieba splitting inside one WordPiece token: "×30" in
     a plain BERT vocabulary; the Chinese tokenizer we train isolates symbols so that it does not happen), the
-    words it touches become one word, tagged ``x``, so word spans still partition the tokens."""
-    out = []
-    for text, enc, pairs in zip(sentences, tokenizer.encode_batch(sentences, add_special_tokens=False),
-                                segment_many(sentences, segmenter), strict=True):
-        starts, ends, words, tags = [], [], [], []
-        position = 0
-        for word, tag in pairs:
-            if word.strip():
-                starts.append(position)
-                ends.append(position + len(word))
-                words.append(word)
-                tags.append(tag)
-            position += len(word)
-        if not starts:  # nothing but spaces: the sentence is one (token-less) word
-            starts, ends, words, tags = [0], [len(text)], [text], ["x"]
-        spans: list[tuple[int, int]] = []
-        sentence_words: list[str] = []
-        sentence_tags: list[str] = []
-        word_start = word_end = -1  # characters of the current word
-        for t, (char_start, char_end) in enumerate(enc.offsets):
-            if spans and char_start < word_end:  # another token of the current word
-                spans[-1] = (spans[-1][0], t + 1)
-            else:
-                w = max(bisect_right(starts, char_start) - 1, 0)
-                word_start, word_end = starts[w], ends[w]
-                spans.append((t, t + 1))
-                sentence_words.append(words[w])
-                sentence_tags.append(tags[w])
-            if char_end > word_end:  # the token runs past its word: merge the words it touches
-                word_end = max(ends[bisect_right(starts, char_end - 1) - 1], char_end)
-                sentence_words[-1] = text[word_start:word_end]
-                sentence_tags[-1] = "x"
-        out.append(Sentence(enc.ids, spans, sentence_words, sentence_tags))
+    words it touches become one word, tagged ``x``, so word spans still partition the tokens.
+
+    Sentences whose every word boundary the tokenizer is bound to split at (:func:`_sentences_by_words`) are
+    put together from the ids of their distinct words, each encoded once; the others are encoded whole."""
+    segmented = segment_many(sentences, segmenter)
+    out = _sentences_by_words(tokenizer, sentences, segmented)
+    whole = [k for k, sentence in enumerate(out) if sentence is None]
+    encodings = tokenizer.encode_batch([sentences[k] for k in whole], add_special_tokens=False)
+    for k, enc in zip(whole, encodings, strict=True):
+        out[k] = _aligned_sentence(sentences[k], enc, segmented[k])
+    return out  # type: ignore[return-value]
+
+
+def _aligned_sentence(text: str, enc: Any, pairs: list[tuple[str, str]]) -> Sentence:
+    """One sentence's encoding and its (word, tag) pairs -> :class:`Sentence` (the rules above)."""
+    starts, ends, words, tags = [], [], [], []
+    position = 0
+    for word, tag in pairs:
+        if word.strip():
+            starts.append(position)
+            ends.append(position + len(word))
+            words.append(word)
+            tags.append(tag)
+        position += len(word)
+    if not starts:  # nothing but spaces: the sentence is one (token-less) word
+        starts, ends, words, tags = [0], [len(text)], [text], ["x"]
+    spans: list[tuple[int, int]] = []
+    sentence_words: list[str] = []
+    sentence_tags: list[str] = []
+    word_start = word_end = -1  # characters of the current word
+    for t, (char_start, char_end) in enumerate(enc.offsets):
+        if spans and char_start < word_end:  # another token of the current word
+            spans[-1] = (spans[-1][0], t + 1)
+        else:
+            w = max(bisect_right(starts, char_start) - 1, 0)
+            word_start, word_end = starts[w], ends[w]
+            spans.append((t, t + 1))
+            sentence_words.append(words[w])
+            sentence_tags.append(tags[w])
+        if char_end > word_end:  # the token runs past its word: merge the words it touches
+            word_end = max(ends[bisect_right(starts, char_end - 1) - 1], char_end)
+            sentence_words[-1] = text[word_start:word_end]
+            sentence_tags[-1] = "x"
+    return Sentence(enc.ids, spans, sentence_words, sentence_tags)
+
+
+def _sentences_by_words(tokenizer: Tokenizer, sentences: list[str], segmented: list[list[tuple[str, str]]]
+                        ) -> list[Sentence | None]:
+    """The sentences whose ids are their words' ids put together, each distinct word encoded once: those whose
+    words spell the sentence, where at every word boundary one of the two characters is delimiting (see
+    :func:`data_builders.tokenizer.delimiting_characters`: a CJK character, a space, punctuation) and the
+    next word opens with no combining mark, and whose whitespace words have no ids. They get exactly the
+    :class:`Sentence` of encoding them whole (no token can then cross a word); the others None."""
+    from data_builders.tokenizer import delimiting_characters, encode_words, splits_words_like_bert  # a cycle
+
+    if not sentences or not splits_words_like_bert(tokenizer):
+        return [None] * len(sentences)
+    words = [w for pairs in segmented for w, _ in pairs]
+    tags = [t for pairs in segmented for _, t in pairs]
+    lengths = np.fromiter(map(len, segmented), dtype=np.int64, count=len(segmented))
+    encoded = pc.dictionary_encode(pa.array(words, type=pa.large_string()))
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    distinct = encoded.dictionary.to_pylist()
+    ids, counts = encode_words(distinct, tokenizer)
+    spaces = np.fromiter((not w.strip() for w in distinct), dtype=bool, count=len(distinct))
+    edges = pc.dictionary_encode(pa.array([w[:1] for w in distinct] + [w[-1:] for w in distinct]))
+    edge_chars = edges.dictionary.to_pylist()
+    delimiting = delimiting_characters(edge_chars, tokenizer)
+    marks = np.fromiter((unicodedata.category(c or " ")[0] == "M" for c in edge_chars), dtype=bool)
+    edge_codes = edges.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    first, last = edge_codes[: len(distinct)], edge_codes[len(distinct) :]
+    sentence_of = np.repeat(np.arange(len(sentences)), lengths)
+    follows = np.ones(len(words), dtype=bool)  # a word that has a previous word in its sentence
+    firsts = np.cumsum(lengths) - lengths
+    follows[firsts[lengths > 0]] = False
+    after = np.flatnonzero(follows)
+    unsafe = ~(delimiting[last[codes[after - 1]]] | delimiting[first[codes[after]]]) | marks[first[codes[after]]]
+    spelled = np.fromiter(("".join(w for w, _ in pairs) == text for pairs, text in zip(segmented, sentences,
+                                                                                        strict=True)),
+                          dtype=bool, count=len(sentences))
+    bad = ~spelled | (np.bincount(sentence_of[after[unsafe]], minlength=len(sentences)) > 0)
+    bad |= np.bincount(sentence_of[spaces[codes] & (counts[codes] > 0)], minlength=len(sentences)) > 0
+    keep = np.flatnonzero(~spaces[codes] & (counts[codes] > 0) & ~bad[sentence_of])
+    word_starts = np.cumsum(counts) - counts
+    stream, offsets = ragged_take(ids, word_starts[codes[keep]], word_starts[codes[keep]] + counts[codes[keep]])
+    kept_per_sentence = np.bincount(sentence_of[keep], minlength=len(sentences))
+    word_bounds = np.concatenate([[0], np.cumsum(kept_per_sentence)])
+    token_bounds = offsets[word_bounds].tolist()
+    all_ids, all_starts = stream.tolist(), offsets[:-1].tolist()
+    keep_list = keep.tolist()
+    word_bounds_list = word_bounds.tolist()
+    out: list[Sentence | None] = []
+    for k, is_bad in enumerate(bad.tolist()):
+        if is_bad:
+            out.append(None)
+            continue
+        a, b = word_bounds_list[k], word_bounds_list[k + 1]
+        t0, t1 = token_bounds[k], token_bounds[k + 1]
+        starts = [s - t0 for s in all_starts[a:b]]
+        positions = keep_list[a:b]
+        ends = [*starts[1:], t1 - t0] if starts else []
+        out.append(Sentence(all_ids[t0:t1], list(zip(starts, ends, strict=True)), [words[i] for i in positions],
+                            [tags[i] for i in positions]))
     return out
 
 
@@ -258,6 +329,10 @@ class FlatTokens:
     """Each word's index into ``dictionary`` (with ``words``), else None."""
     dictionary: list[str] | None = None
     """The distinct cased words of the batch (with ``words``), else None."""
+    tag_codes: np.ndarray | None = None
+    """Each word's index into ``tag_dictionary`` (with ``tags``), else None."""
+    tag_dictionary: list[str] | None = None
+    """The distinct POS tags of the batch (with ``tags``), else None."""
 
     @property
     def word_sentence(self) -> np.ndarray:
@@ -277,8 +352,9 @@ def _list_levels(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Arr
     return offsets - offsets[0], array.flatten()
 
 
-def flat_tokens(table: pa.Table, words: bool = True) -> FlatTokens:
-    """A batch (``datasets`` Arrow format) carrying ``SENTENCE_TOKEN_COLUMNS`` -> :class:`FlatTokens`."""
+def flat_tokens(table: pa.Table, words: bool = True, tags: bool = False) -> FlatTokens:
+    """A batch (``datasets`` Arrow format) carrying ``SENTENCE_TOKEN_COLUMNS`` -> :class:`FlatTokens`. ``tags``:
+    also the words' POS tags, which every sentence must then have, one per word (all documents Chinese)."""
     doc_sentences, sentences = _list_levels(table.column("sentence_ids"))
     sentence_tokens, tokens = _list_levels(sentences)
     starts_docs, starts = _list_levels(table.column("sentence_word_starts"))
@@ -295,6 +371,14 @@ def flat_tokens(table: pa.Table, words: bool = True) -> FlatTokens:
         encoded = pc.dictionary_encode(flat_words)
         out.word_codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         out.dictionary = encoded.dictionary.to_pylist()
+    if tags:
+        tags_docs, tag_sentences = _list_levels(table.column("sentence_word_tags"))
+        tag_offsets, flat_tags = _list_levels(tag_sentences)
+        if not (np.array_equal(tags_docs, doc_sentences) and np.array_equal(tag_offsets, sentence_words)):
+            raise ValueError("sentence_word_tags and sentence_word_starts disagree on the words of a sentence")
+        encoded = pc.dictionary_encode(flat_tags)
+        out.tag_codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        out.tag_dictionary = encoded.dictionary.to_pylist()
     return out
 
 

@@ -13,6 +13,7 @@ import os
 import re
 import string
 import tempfile
+import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -159,13 +160,7 @@ def encode_space_joined(texts: list[str], tok: Tokenizer, max_tokens: int, chunk
     split = pc.split_pattern(pa.array(distinct, type=pa.large_string()), " ")
     encoded = pc.dictionary_encode(split.flatten())
     codes = encoded.indices.to_numpy().astype(np.int64)  # each word occurrence -> its distinct word
-    words = encoded.dictionary.to_pylist()
-    encodings = tok.encode_batch([words[i : i + chunk_words] for i in range(0, len(words), chunk_words)],
-                                 is_pretokenized=True, add_special_tokens=False)
-    ids = np.concatenate([np.asarray(e.ids, dtype=np.int64) for e in encodings])
-    owners = np.concatenate([np.asarray(e.word_ids, dtype=np.int64) + i * chunk_words
-                             for i, e in enumerate(encodings)])
-    counts = np.bincount(owners, minlength=len(words))  # tokens per distinct word
+    ids, counts = encode_words(encoded.dictionary.to_pylist(), tok, chunk_words)
     word_starts = np.cumsum(counts) - counts
     # every word occurrence's ids, in order, and where each occurrence begins
     stream, occurrence_starts = ragged_take(ids, word_starts[codes], word_starts[codes] + counts[codes])
@@ -173,6 +168,49 @@ def encode_space_joined(texts: list[str], tok: Tokenizer, max_tokens: int, chunk
     starts = bounds[:-1]
     stops = np.minimum(bounds[1:], starts + max_tokens)
     return {text: stream[a:b].tolist() for text, a, b in zip(distinct, starts.tolist(), stops.tolist(), strict=True)}
+
+
+def encode_words(words: list[str], tok: Tokenizer, chunk_words: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Each of ``words`` encoded on its own (no special tokens), in pre-tokenized batches of ``chunk_words``:
+    (all their ids, word after word, int64; the number of ids of each word)."""
+    if not words:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    encodings = tok.encode_batch([words[i : i + chunk_words] for i in range(0, len(words), chunk_words)],
+                                 is_pretokenized=True, add_special_tokens=False)
+    ids = np.concatenate([np.asarray(e.ids, dtype=np.int64) for e in encodings])
+    owners = np.concatenate([np.asarray(e.word_ids, dtype=np.int64) + i * chunk_words
+                             for i, e in enumerate(encodings)])
+    return ids, np.bincount(owners, minlength=len(words))
+
+
+def _splits_here(char: str) -> bool:
+    """Whether BERT's pre-tokenizer always splits right before and right after ``char`` (a normalized
+    character): whitespace, ASCII punctuation, Unicode punctuation."""
+    return char in " \t\n\r" or char in string.punctuation or unicodedata.category(char)[0] in "PZ"
+
+
+def delimiting_characters(chars: list[str], tok: Tokenizer) -> np.ndarray:
+    """Which of ``chars`` the tokenizer's normalizer turns into a non-empty text that begins and ends with a
+    character the pre-tokenizer always splits around (a CJK character, which BERT's normalizer spaces out; a
+    space; punctuation), so that no token runs across a word boundary next to it. Only meaningful where
+    :func:`splits_words_like_bert` holds."""
+    normalize = tok.normalizer.normalize_str if tok.normalizer is not None else str
+    out = np.zeros(len(chars), dtype=bool)
+    for k, char in enumerate(chars):
+        text = normalize(char)
+        out[k] = bool(text) and _splits_here(text[0]) and _splits_here(text[-1])
+    return out
+
+
+def splits_words_like_bert(tok: Tokenizer) -> bool:
+    """:func:`splits_at_spaces`, with BERT's pre-tokenizer first (whitespace and punctuation split, each
+    punctuation character a piece of its own): then a text's ids are its words' ids put together wherever each
+    word boundary has a :func:`delimiting_characters` character on one side and no combining mark after it."""
+    if not splits_at_spaces(tok):
+        return False
+    pre = json.loads(tok.to_str())["pre_tokenizer"]
+    steps = pre["pretokenizers"] if pre["type"] == "Sequence" else [pre]
+    return steps[0]["type"] == "BertPreTokenizer"
 
 
 def save_tokenizer(tok: Tokenizer, path: str | Path) -> Path:

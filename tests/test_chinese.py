@@ -274,6 +274,38 @@ def test_a_token_crossing_a_jieba_boundary_merges_the_words():
     assert (sentence.words, sentence.tags, sentence.word_spans) == (["中华人民共和国刑法"], ["x"], [(0, 1)])
 
 
+def test_chinese_sentences_put_together_from_their_words_are_their_whole_encodings(law):
+    """The shared pass encodes each distinct word once and puts sentences together from their words' ids
+    (segments._sentences_by_words) where no token can cross a word boundary; that gives exactly the Sentence
+    of encoding the sentence whole (ids, word spans, words, tags), and ids equal to tok.encode. Sentences with
+    a boundary that a token may cross (a symbol or a letter run next to it, a combining mark) go whole."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    from data_builders.language import segment_many
+    from data_builders.segments import _aligned_sentence, _sentences_by_words
+
+    documents, tokenizer, _ = law
+    tricky = ["第一条 ABC公司 2019年 ×30厘米", "（一）全角 Ａｂｃ", "™标志①款，㈱公司", "e\u0301中x\u0301国", "  ", "",
+              "abcdef中国USB接口3.5毫米", "第二条\t\u3000本法。"]
+    sentences = [s for doc in documents["sentences"] for p in doc for s in p] + tricky
+    segmented = segment_many(sentences)
+    whole = [_aligned_sentence(text, encoding, pairs) for text, encoding, pairs in zip(
+        sentences, tokenizer.encode_batch(sentences, add_special_tokens=False), segmented, strict=True)]
+    by_words = _sentences_by_words(tokenizer, sentences, segmented)
+    assert [b for a, b in zip(whole, by_words, strict=True) if b is not None and a != b] == []
+    assert sum(b is not None for b in by_words) > 0.98 * len(sentences)
+    assert tokenize_chinese_sentences(tokenizer, sentences) == whole
+    assert [s.ids for s in whole] == [e.ids for e in tokenizer.encode_batch(sentences, add_special_tokens=False)]
+    # plain BERT pre-tokenization keeps "×30" one token across jieba's "×" / "30": that sentence goes whole
+    bert = Tokenizer(models.WordPiece({"[UNK]": 0, "×30": 1, "厘": 2, "米": 3}, unk_token="[UNK]"))
+    bert.normalizer = normalizers.BertNormalizer()
+    bert.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    assert [w for w, _ in segment_many(["×30厘米"])[0]][:2] == ["×", "30"]
+    assert _sentences_by_words(bert, ["×30厘米", "厘米"], segment_many(["×30厘米", "厘米"]))[0] is None
+    sentence = tokenize_chinese_sentences(bert, ["×30厘米"])[0]
+    assert sentence.ids == [1, 2, 3] and sentence.words[0] == "×30" and sentence.tags[0] == "x"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Task builders
 # ---------------------------------------------------------------------------------------------------------
@@ -325,6 +357,33 @@ def test_knowledge_masking_units_are_jieba_words_names_titles_and_phrases(law, t
             else:
                 assert level == PHRASE and text in phrases, text
     assert counts[WORD] > 10_000 and counts[ENTITY] > 200 and counts[PHRASE] > 200, counts
+
+
+@pytest.mark.parametrize("use_entities", [True, False])
+def test_knowledge_masking_of_chinese_batches_in_numpy_is_the_sentence_path(law, tmp_path, use_entities):
+    """Chinese batches through the numpy path (knowledge_masking_table: titles and tagged names by
+    batch_chinese_knowledge_spans) give exactly the examples of the per-sentence path (knowledge_masking_batch:
+    find_chinese_entity_spans, then phrases with the entities' words blocked), on the law documents after the
+    shared pass, with a lexicon whose titles and phrases both occur."""
+    from data_builders.knowledge_masking import (
+        build_lexicon,
+        knowledge_masking_batch,
+        knowledge_masking_table,
+    )
+    from data_builders.segments import token_columns
+
+    documents, tokenizer, tokenized = law
+    lexicon = build_lexicon(documents, tokenizer, phrases=True, titles=True, min_count=3, threshold=0.5,
+                            passes=2, max_words=4)
+    assert lexicon.titles and lexicon.phrases
+    columns = token_columns(tokenized)
+    options = {"tokenizer": tokenizer, "lexicon": lexicon, "use_entities": use_entities, "max_seq_len": 128,
+               "max_phrase_words": 4, "min_tokens": 8}
+    table = knowledge_masking_table(columns.with_format("arrow")[:], **options)
+    expected = knowledge_masking_batch(columns[:], **options)
+    assert table.to_pydict() == expected
+    levels = collections.Counter(level for example in expected["unit_level"] for level in example)
+    assert len(expected["input_ids"]) > 100 and levels[1] > 100 and (levels[2] > 100) == use_entities, levels
 
 
 def test_capitalization_gives_chinese_documents_no_examples(law, tmp_path):
