@@ -121,3 +121,12 @@ def test_mfu_counts_only_what_a_head_decodes() -> None:
     # a sequence-level head runs on one token per sequence: far less than a vocabulary decoder
     reordering = task("sentence_reordering")
     assert training_flops_per_token(reordering, large, seq_len) < training_flops_per_token(masking, large, seq_len)
+
+
+def test_no_module_of_the_four_packages_outgrows_one_reading() -> None:
+    """~550 lines a file (docs/ARCHITECTURE.md): past that a module holds more than one responsibility."""
+    long = [f"{path.relative_to(ROOT)}: {n} lines"
+            for package in ("ernie_cmtl", "data_builders", "downstream", "pretrain_tasks")
+            for path in package_files(package)
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > 560]
+    assert not long, "\n".join(long)

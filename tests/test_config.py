@@ -108,10 +108,11 @@ def test_cli_bad_override_exits_2(tmp_path: Path):
 
 def test_config_module_is_a_leaf():
     """config.py imports nothing of the project but the corpus options (a leaf, which the data section
-    extends): whole-tree validation lives in ernie_cmtl.assembly."""
+    extends) and the generic typed loader (a leaf): whole-tree validation lives in ernie_cmtl.assembly."""
     code = ("import sys, ernie_cmtl.config; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('ernie_cmtl', 'pretrain_tasks', 'data_builders', 'downstream')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == \
-        "['data_builders', 'data_builders.corpus_options', 'ernie_cmtl', 'ernie_cmtl.config']"
+        "['data_builders', 'data_builders.corpus_options', 'ernie_cmtl', 'ernie_cmtl.config', " \
+        "'ernie_cmtl.typed_config']"
