@@ -124,7 +124,8 @@ def pretrain(config: RunConfig, *, resume: bool = False, stop_at: int | None = N
 
     The run is settled in one place before anything trains: the data is built (rank 0 first), its facts and
     the plan give the final config (:func:`ernie_cmtl.assembly.settle_run`), which is written to
-    ``RUN_DIR/config.yaml`` at once and handed to the trainer. ``config`` itself is not edited."""
+    ``RUN_DIR/config.yaml`` at once (on resume: once the checkpoint has accepted it) and handed to the
+    trainer. ``config`` itself is not edited."""
     run_dir = Path(config.run_dir)
     if not resume and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
         raise ConfigError(f"run directory {run_dir} already has checkpoints: pass --resume to continue it, "
@@ -138,7 +139,7 @@ def pretrain(config: RunConfig, *, resume: bool = False, stop_at: int | None = N
     with run_log(run_dir) if rank == 0 else contextlib.nullcontext():
         data = _prepare_rank_zero_first(config, run_dir, rank, progress)
         config, run_plan = settle_run(config, data)
-        if rank == 0:
+        if rank == 0 and not resume:
             dump_config(config, run_dir / "config.yaml")
         task_ids = None
         # The newest checkpoint whose files match their checksums; newer broken ones are named in warnings.
@@ -151,8 +152,10 @@ def pretrain(config: RunConfig, *, resume: bool = False, stop_at: int | None = N
             if rank == 0:
                 save_extra_state(run_dir, init_model)
         trainer = Trainer(config, data, run_dir, run_plan, task_ids=task_ids, init_model=init_model)
-        if resume:
+        if resume:  # a refused resume leaves the run's config.yaml as it was
             trainer.resume(checkpoint, allow_plan_change=allow_plan_change)
+            if rank == 0:
+                dump_config(config, run_dir / "config.yaml")
         log.info("run %s: tasks %s, %d parameters", run_dir, ", ".join(data.tasks), count_params(trainer))
         return trainer.train(stop_at=stop_at, progress=progress)
 

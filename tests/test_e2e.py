@@ -116,3 +116,17 @@ def test_help_explains_every_command(tmp_path):
         proc = _cli(command, "--help", cwd=tmp_path)
         assert proc.returncode == 0 and "usage: ernie-cmtl" in proc.stdout
     assert "--max-steps" in _cli("pretrain", "--help", cwd=tmp_path).stdout
+
+
+def test_a_refused_resume_leaves_the_runs_config_as_it_was(tmp_path, wiki_shards, cache_dir):
+    """Resuming under another schedule is refused by the checkpoint; the run's config.yaml still says what
+    the checkpoint was trained with."""
+    from ernie_cmtl.checkpoint import CheckpointError
+
+    base = ["train.max_steps=2", "train.eval_batches=1"]
+    api.pretrain(_config(tmp_path / "run", wiki_shards, cache_dir, base), progress=False)
+    written = (tmp_path / "run" / "config.yaml").read_text()
+    changed = _config(tmp_path / "run", wiki_shards, cache_dir, ["train.max_steps=4", "train.eval_batches=1"])
+    with pytest.raises(CheckpointError, match="another schedule"):
+        api.pretrain(changed, resume=True, progress=False)
+    assert (tmp_path / "run" / "config.yaml").read_text() == written
