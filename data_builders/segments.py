@@ -222,11 +222,20 @@ def _languages(batch: dict[str, list]) -> list[str]:
 
 def sentence_tokens_batch(batch: dict[str, list], *, tokenizer: Tokenizer, segmenter: str | None = None
                           ) -> dict[str, list]:
-    """``datasets.map`` function of the shared tokenization pass (see ``add_sentence_tokens``)."""
+    """``datasets.map`` function of the shared tokenization pass (see ``add_sentence_tokens``). The Chinese
+    documents of the batch are tokenized together, so that a word they share is encoded once."""
     out: dict[str, list] = {column: [] for column in SENTENCE_TOKEN_COLUMNS}
-    for paragraphs, language in zip(batch["sentences"], _languages(batch), strict=True):
-        sentences = tokenize_document_sentences(tokenizer, [s for p in paragraphs for s in p], language,
-                                                segmenter)
+    languages = _languages(batch)
+    texts = [[s for p in paragraphs for s in p] for paragraphs in batch["sentences"]]
+    chinese = tokenize_chinese_sentences(tokenizer, [s for text, language in zip(texts, languages, strict=True)
+                                                     if language == "zh" for s in text], segmenter)
+    position = 0
+    for text, language in zip(texts, languages, strict=True):
+        if language == "zh":
+            sentences = chinese[position : position + len(text)]
+            position += len(text)
+        else:
+            sentences = tokenize_sentences(tokenizer, text)
         out["sentence_ids"].append([s.ids for s in sentences])
         out["sentence_word_starts"].append([[start for start, _ in s.word_spans] for s in sentences])
         out["sentence_words"].append([s.words for s in sentences])
