@@ -151,12 +151,23 @@ def batch_knowledge_spans(word_ids: np.ndarray, flags: np.ndarray, sentence_star
         capitals = np.concatenate([[0], np.cumsum(capitalized)])
         holds_two = capitals[run_ends] - capitals[openers] >= 2
         run_starts, run_ends = _greedy(openers, np.where(holds_two, run_ends - openers, 0))
-        entity_starts = np.concatenate([title_starts, run_starts])
-        entity_ends = np.concatenate([title_ends, run_ends])
-        order = np.argsort(entity_starts, kind="stable")
-        entity_starts, entity_ends = entity_starts[order], entity_ends[order]
-    phrase_starts, phrase_ends = empty, empty
-    if phrases and n:
+        entity_starts, entity_ends = _in_order([title_starts, run_starts], [title_ends, run_ends])
+    return _with_phrases(word_ids, sentence_ends, entity_starts, entity_ends, index, phrases, max_phrase_words)
+
+
+def _in_order(starts: list[np.ndarray], ends: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Spans of several kinds as one list, by start (stable: ties keep the kinds' order)."""
+    all_starts, all_ends = np.concatenate(starts), np.concatenate(ends)
+    order = np.argsort(all_starts, kind="stable")
+    return all_starts[order], all_ends[order]
+
+
+def _with_phrases(word_ids: np.ndarray, sentence_ends: np.ndarray, entity_starts: np.ndarray,
+                  entity_ends: np.ndarray, index: LexiconIndex, phrases: bool, max_phrase_words: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(entity starts, entity ends, phrase starts, phrase ends): the entities and, if asked, the phrases."""
+    phrase_starts = phrase_ends = np.zeros(0, dtype=np.int64)
+    if phrases and len(word_ids):
         phrase_starts, phrase_ends = _phrase_spans(word_ids, sentence_ends, entity_starts, entity_ends, index,
                                                    max_phrase_words)
     return entity_starts, entity_ends, phrase_starts, phrase_ends
@@ -202,12 +213,5 @@ def batch_chinese_knowledge_spans(word_ids: np.ndarray, tagged: np.ndarray, sent
             title_starts, title_ends = _greedy(openers, index.titles.longest_matches(
                 word_ids, openers, sentence_ends[openers], max_title_words))
         names = np.flatnonzero(tagged & ~covered(title_starts, title_ends, n))
-        entity_starts = np.concatenate([title_starts, names])
-        entity_ends = np.concatenate([title_ends, names + 1])
-        order = np.argsort(entity_starts, kind="stable")
-        entity_starts, entity_ends = entity_starts[order], entity_ends[order]
-    phrase_starts, phrase_ends = empty, empty
-    if phrases and n:
-        phrase_starts, phrase_ends = _phrase_spans(word_ids, sentence_ends, entity_starts, entity_ends, index,
-                                                   max_phrase_words)
-    return entity_starts, entity_ends, phrase_starts, phrase_ends
+        entity_starts, entity_ends = _in_order([title_starts, names], [title_ends, names + 1])
+    return _with_phrases(word_ids, sentence_ends, entity_starts, entity_ends, index, phrases, max_phrase_words)

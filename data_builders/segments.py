@@ -373,22 +373,22 @@ def flat_tokens(table: pa.Table, words: bool = True, tags: bool = False) -> Flat
     out = FlatTokens(doc_sentences, sentence_tokens, tokens.to_numpy(zero_copy_only=False).astype(np.int64),
                      sentence_words, word_starts.to_numpy(zero_copy_only=False).astype(np.int64))
     if words:
-        words_docs, word_sentences = _list_levels(table.column("sentence_words"))
-        word_offsets, flat_words = _list_levels(word_sentences)
-        if not (np.array_equal(words_docs, doc_sentences) and np.array_equal(word_offsets, sentence_words)):
-            raise ValueError("sentence_words and sentence_word_starts disagree on the words of a sentence")
-        encoded = pc.dictionary_encode(flat_words)
-        out.word_codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        out.dictionary = encoded.dictionary.to_pylist()
+        out.word_codes, out.dictionary = _word_codes(table, "sentence_words", doc_sentences, sentence_words)
     if tags:
-        tags_docs, tag_sentences = _list_levels(table.column("sentence_word_tags"))
-        tag_offsets, flat_tags = _list_levels(tag_sentences)
-        if not (np.array_equal(tags_docs, doc_sentences) and np.array_equal(tag_offsets, sentence_words)):
-            raise ValueError("sentence_word_tags and sentence_word_starts disagree on the words of a sentence")
-        encoded = pc.dictionary_encode(flat_tags)
-        out.tag_codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        out.tag_dictionary = encoded.dictionary.to_pylist()
+        out.tag_codes, out.tag_dictionary = _word_codes(table, "sentence_word_tags", doc_sentences, sentence_words)
     return out
+
+
+def _word_codes(table: pa.Table, column: str, doc_sentences: np.ndarray, sentence_words: np.ndarray
+                ) -> tuple[np.ndarray, list]:
+    """A per-word column (words, tags) flattened and dictionary-encoded: (codes, dictionary); its nesting
+    must match the sentences' and their words'."""
+    docs, sentences = _list_levels(table.column(column))
+    offsets, flat = _list_levels(sentences)
+    if not (np.array_equal(docs, doc_sentences) and np.array_equal(offsets, sentence_words)):
+        raise ValueError(f"{column} and sentence_word_starts disagree on the words of a sentence")
+    encoded = pc.dictionary_encode(flat)
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary.to_pylist()
 
 
 def framed_lists(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, first: int, last: int,
