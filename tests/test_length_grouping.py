@@ -253,7 +253,9 @@ def test_the_engine_takes_fused_adamw_where_torch_has_it_and_it_matches_the_for_
             stats = engine.step()
             assert isinstance(stats["grad_norm"], torch.Tensor)  # handed back unread: no host sync
     fused, loop = (dict(e.module.named_parameters()) for e in engines.values())
-    assert all(torch.allclose(fused[k], loop[k], atol=1e-6) for k in fused)
+    # same update up to float rounding: the fused kernel orders its arithmetic differently (1.35e-6 apart after
+    # 3 steps on this machine's CPU), far below one step's change at lr 1e-2
+    assert all(torch.allclose(fused[k], loop[k], atol=1e-5) for k in fused)
     assert any(not torch.equal(fused[k], p) for k, p in _debug_model().named_parameters())  # it trained
 
 
