@@ -56,21 +56,14 @@ def law_sentences(work: Path) -> list[str]:
     return [s for doc in law_documents(work)["sentences"] for paragraph in doc for s in paragraph]
 
 
-def _spans(pairs: list[tuple[str, str]]) -> dict[tuple[int, int], str]:
-    spans, position = {}, 0
-    for word, tag in pairs:
-        if word.strip():
-            spans[(position, position + len(word))] = tag
-        position += len(word)
-    return spans
-
-
 def agreement(reference: list[list[tuple[str, str]]], other: list[list[tuple[str, str]]]) -> dict:
     """How far ``other``'s segmentation agrees with ``reference``'s, sentence by sentence (spaces ignored)."""
+    from data_builders.language import tagged_spans
+
     words = same_span = same_tag = same_words = same_pairs = 0
     examples = []
     for ref, oth in zip(reference, other, strict=True):
-        a, b = _spans(ref), _spans(oth)
+        a, b = tagged_spans(ref), tagged_spans(oth)
         words += len(a)
         shared = a.keys() & b.keys()
         same_span += len(shared)

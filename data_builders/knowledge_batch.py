@@ -123,8 +123,7 @@ def batch_knowledge_spans(word_ids: np.ndarray, flags: np.ndarray, sentence_star
     visited in Python (to keep the left-to-right rule); looking them up is a trie walk over all positions."""
     n = len(word_ids)
     empty = np.zeros(0, dtype=np.int64)
-    sentence_of = np.repeat(np.arange(len(sentence_starts) - 1), np.diff(sentence_starts))
-    sentence_ends = sentence_starts[1:][sentence_of] if n else empty
+    sentence_ends = _sentence_ends(sentence_starts, n)
     entity_starts, entity_ends = empty, empty
     if entities and n:
         capitalized = (flags & CAPITALIZED) != 0
@@ -153,6 +152,13 @@ def batch_knowledge_spans(word_ids: np.ndarray, flags: np.ndarray, sentence_star
         run_starts, run_ends = _greedy(openers, np.where(holds_two, run_ends - openers, 0))
         entity_starts, entity_ends = _in_order([title_starts, run_starts], [title_ends, run_ends])
     return _with_phrases(word_ids, sentence_ends, entity_starts, entity_ends, index, phrases, max_phrase_words)
+
+
+def _sentence_ends(sentence_starts: np.ndarray, n: int) -> np.ndarray:
+    """For each of the batch's ``n`` words, the end (exclusive) of its sentence."""
+    if not n:
+        return np.zeros(0, dtype=np.int64)
+    return sentence_starts[1:][np.repeat(np.arange(len(sentence_starts) - 1), np.diff(sentence_starts))]
 
 
 def _in_order(starts: list[np.ndarray], ends: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -203,8 +209,7 @@ def batch_chinese_knowledge_spans(word_ids: np.ndarray, tagged: np.ndarray, sent
     phrase starts, phrase ends), batch-wide word positions, ascending."""
     n = len(word_ids)
     empty = np.zeros(0, dtype=np.int64)
-    sentence_of = np.repeat(np.arange(len(sentence_starts) - 1), np.diff(sentence_starts))
-    sentence_ends = sentence_starts[1:][sentence_of] if n else empty
+    sentence_ends = _sentence_ends(sentence_starts, n)
     entity_starts, entity_ends = empty, empty
     if entities and n:
         title_starts, title_ends = empty, empty

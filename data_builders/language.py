@@ -347,3 +347,14 @@ def segment_many(texts: Sequence[str], segmenter: str | None = None) -> list[lis
 def is_entity_tag(tag: str) -> bool:
     """Whether a jieba POS tag marks a named entity (:data:`ENTITY_TAGS`, sub-tags included)."""
     return tag[:2] in ENTITY_TAGS
+
+
+def tagged_spans(pairs: list[tuple[str, str]]) -> dict[tuple[int, int], str]:
+    """(word, tag) pairs of one text -> {(start, end) character span: tag} of its non-blank words: two
+    segmentations of the same text agree on a word where they share its span."""
+    spans, position = {}, 0
+    for word, tag in pairs:
+        if word.strip():
+            spans[(position, position + len(word))] = tag
+        position += len(word)
+    return spans

@@ -26,6 +26,7 @@ from data_builders.language import (
     segment,
     split_sentences_zh,
     strip_enumeration,
+    tagged_spans,
 )
 from data_builders.markdown import parse_markdown
 from data_builders.segments import add_sentence_tokens, tokenize_chinese_sentences
@@ -612,15 +613,6 @@ def test_the_pretrained_zh_debug_encoder_fine_tunes_above_the_majority_class_on_
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _word_spans(pairs: list[tuple[str, str]]) -> dict[tuple[int, int], str]:
-    spans, position = {}, 0
-    for word, tag in pairs:
-        if word.strip():
-            spans[(position, position + len(word))] = tag
-        position += len(word)
-    return spans
-
-
 def test_rjieba_cuts_law_text_exactly_as_jieba_and_tags_it_as_jieba_posseg_nearly(law):
     """rjieba's words are jieba's own cut (``jieba.lcut``, HMM on) on every sentence. ``jieba.posseg`` (the
     ``jieba`` segmenter) runs a joint word-and-tag HMM over runs of single characters and so cuts some of them
@@ -634,7 +626,7 @@ def test_rjieba_cuts_law_text_exactly_as_jieba_and_tags_it_as_jieba_posseg_nearl
     words = same_span = same_tag = 0
     for sentence, ours, theirs in zip(sentences, fast, reference, strict=True):
         assert [w for w, _ in ours] == jieba.lcut(sentence)  # concatenating back to the sentence
-        a, b = _word_spans(theirs), _word_spans(ours)
+        a, b = tagged_spans(theirs), tagged_spans(ours)
         shared = a.keys() & b.keys()
         words, same_span, same_tag = words + len(a), same_span + len(shared), same_tag + sum(a[k] == b[k]
                                                                                           for k in shared)

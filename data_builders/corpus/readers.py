@@ -405,26 +405,29 @@ def _file_document(path: Path, title: str, paragraphs: list[str], min_paragraph_
 
 def read_markdown(path: Path, min_paragraph_words: int, account: InputAccount | None = None, *,
                   max_paragraph_chars: int = _PARAGRAPH_CHARS, max_document_chars: int = _DOCUMENT_CHARS,
-              encoding: str = _ENCODING) -> Iterator[Document]:
+                  encoding: str = _ENCODING) -> Iterator[Document]:
     """Markdown, one document per file (``data_builders.markdown.parse_markdown``): the title from the first
     ``#`` heading (else line 1); headings, HTML comments, front matter, code and tables kept out."""
-    path = Path(path)
-    account = _limits(account, path, "markdown")
-    text = "\n".join(piece for _, piece, _ in line_pieces(path, account, max_paragraph_chars, encoding))
-    title, paragraphs = parse_markdown(text)
-    yield from _file_document(path, title, paragraphs, min_paragraph_words, account, max_paragraph_chars,
-                              max_document_chars)
+    yield from _whole_file(path, "markdown", parse_markdown, min_paragraph_words, account, max_paragraph_chars,
+                           max_document_chars, encoding)
 
 
 def read_text_file(path: Path, min_paragraph_words: int, account: InputAccount | None = None, *,
                    max_paragraph_chars: int = _PARAGRAPH_CHARS, max_document_chars: int = _DOCUMENT_CHARS,
-              encoding: str = _ENCODING) -> Iterator[Document]:
+                   encoding: str = _ENCODING) -> Iterator[Document]:
     """Plain text, one document per file: the first non-empty line is the title, every other line a
     paragraph."""
+    yield from _whole_file(path, "text_file", parse_text_file, min_paragraph_words, account, max_paragraph_chars,
+                           max_document_chars, encoding)
+
+
+def _whole_file(path: Path, fmt: str, parse, min_paragraph_words: int, account: InputAccount | None,
+                max_paragraph_chars: int, max_document_chars: int, encoding: str) -> Iterator[Document]:
+    """One document of a whole file: its decoded lines joined, ``parse`` -> (title, paragraphs)."""
     path = Path(path)
-    account = _limits(account, path, "text_file")
+    account = _limits(account, path, fmt)
     text = "\n".join(piece for _, piece, _ in line_pieces(path, account, max_paragraph_chars, encoding))
-    title, paragraphs = parse_text_file(text)
+    title, paragraphs = parse(text)
     yield from _file_document(path, title, paragraphs, min_paragraph_words, account, max_paragraph_chars,
                               max_document_chars)
 
