@@ -23,13 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-from compare_strategies import spread
-from continue_pretraining import finished, publish
+from sections import finished, publish, spread
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 LAW = DATA / "chinese-laws-lawrefbook" / "train"
 TASKS = ["chnsenticorp", "ocnli", "c3"]
+NAMES = {"chnsenticorp": "ChnSentiCorp", "ocnli": "OCNLI", "c3": "C3"}
 SECTION = "## Chinese: the law-pretrained debug encoder on ChnSentiCorp, OCNLI and C3"
 
 
@@ -43,6 +43,9 @@ def main() -> None:
     parser.add_argument("--max-train-examples", type=int, default=8000, help="per task (seeded subset)")
     parser.add_argument("--max-eval-examples", type=int, default=1000, help="per task (seeded dev subset)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="fine-tuning seeds")
+    parser.add_argument("--encoders", nargs="+", default=["pretrained", "initialization"],
+                        choices=["pretrained", "initialization"], help="which encoders to pretrain and fine-tune")
+    parser.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS, help="which Chinese sets to fine-tune on")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "chinese_downstream")
     parser.add_argument("--cache-dir", type=Path, default=REPO / "runs" / "chinese_downstream" / "cache",
                         help="data.cache_dir: the built examples, reused by reruns")
@@ -57,7 +60,7 @@ def main() -> None:
     started = time.perf_counter()
     config_file = REPO / "configs" / "ernie2_zh_debug.yaml"
     overrides = [f"schedule.steps_per_task={args.steps_per_task}", f"data.cache_dir={args.cache_dir}"]
-    encoders = {"pretrained": args.work / "pretrained", "initialization": args.work / "initialization"}
+    encoders = {name: args.work / name for name in args.encoders}
     timings: dict[str, float] = {}
     km_loss: list[float] = []
     for name, run_dir in encoders.items():
@@ -75,7 +78,7 @@ def main() -> None:
     for name, run_dir in encoders.items():
         rows[name] = {t: [] for t in TASKS}
         t0 = time.perf_counter()
-        for task in TASKS:
+        for task in args.tasks:
             for seed in args.seeds:
                 ft = load_finetune_config(None, [
                     f"tasks=[{task}]", f"seed={seed}", f"max_steps={args.finetune_steps}", f"lr={args.finetune_lr}",
@@ -105,12 +108,12 @@ def main() -> None:
              f"{args.finetune_lr:g}, sequence length {args.finetune_seq_len}, <= {args.max_train_examples} train "
              f"examples (OCNLI from its train.10k file), a seeded subset of <= {args.max_eval_examples} dev "
              f"examples, seeds {args.seeds}. Dev accuracy x100 (mean ± standard deviation over the seeds).", "",
-             "| encoder | ChnSentiCorp | OCNLI | C3 |", "|---|---|---|---|"]
+             "| encoder | " + " | ".join(NAMES[t] for t in args.tasks) + " |", "|---|" + "---|" * len(args.tasks)]
     for name, scores in rows.items():
         label = "law-pretrained debug encoder" if name == "pretrained" else "its initialization (step 0)"
-        lines.append(f"| {label} | " + " | ".join(spread(scores[t]) for t in TASKS) + " |")
-    lines.append("| majority class / answer position | " + " | ".join(f"{100 * baselines[t]:.1f}" for t in TASKS)
-                 + " |")
+        lines.append(f"| {label} | " + " | ".join(spread(scores[t]) for t in args.tasks) + " |")
+    lines.append("| majority class / answer position | "
+                 + " | ".join(f"{100 * baselines[t]:.1f}" for t in args.tasks) + " |")
     if km_loss:
         lines += ["", "Held-out knowledge-masking loss during pretraining: "
                   + " → ".join(f"{v:.2f}" for v in (km_loss[0], km_loss[-1])) + "."]

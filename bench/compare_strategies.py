@@ -24,10 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
+
+from sections import publish, spread
 
 REPO = Path(__file__).resolve().parents[1]
 WIKI = REPO.parent / "shared" / "data" / "wikipedia-en-2018-sample" / "train"
@@ -73,12 +74,6 @@ def max_forgetting(run_dir: Path) -> dict[str, float]:
         if r["kind"] == "valid" and r["task"] in introduced and r["step"] > introduced[r["task"]]:
             out[r["task"]] = max(out.get(r["task"], 0.0), r["forgetting"])
     return out
-
-
-def spread(values: list[float]) -> str:
-    mean = statistics.mean(values)
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * mean:.1f} ± {100 * sd:.1f}"
 
 
 def main() -> None:
@@ -162,8 +157,7 @@ def main() -> None:
     for name, values in forgetting.items():
         lines.append(f"| {name} | " + " | ".join(f"{values[t]:.3f}" if t in values else "–" for t in ALL_TASKS)
                      + " |")
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    publish(lines, args.out, args.work, {"rows": rows, "forgetting": forgetting, "timings": timings})
 
 
 if __name__ == "__main__":

@@ -35,12 +35,12 @@ import contextlib
 import io
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
 from compare_strategies import ALL_TASKS, GLUE, strategy_overrides
+from sections import finished, replace_section, spread
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -162,23 +162,14 @@ def finetune(arm: str, encoder: Path, args: argparse.Namespace) -> dict[str, lis
     for task in GLUE:
         for seed in args.seeds:
             run_dir = args.work / "finetune" / f"{arm}_{task}_s{seed}"
-            results = run_dir / "results.json"
-            if results.is_file():
-                data = json.loads(results.read_text())
-            else:
-                ft = load_finetune_config(REPO / "configs" / "finetune_glue.yaml", [
-                    f"seed={seed}", f"max_steps={args.finetune_steps}", f"lr={args.finetune_lr}",
-                    "batch_size=16", "max_seq_len=64", f"max_train_examples={args.max_train_examples}",
-                    "per_task_steps=0", "eval_every=0", f"run_dir={run_dir}", f"glue_dir={SHARED / 'glue'}"])
-                data = api.finetune(encoder, [task], ft, progress=False)
+            ft = load_finetune_config(REPO / "configs" / "finetune_glue.yaml", [
+                f"tasks=[{task}]", f"seed={seed}", f"max_steps={args.finetune_steps}", f"lr={args.finetune_lr}",
+                "batch_size=16", "max_seq_len=64", f"max_train_examples={args.max_train_examples}",
+                "per_task_steps=0", "eval_every=0", f"run_dir={run_dir}", f"glue_dir={SHARED / 'glue'}"])
+            data = finished(run_dir, encoder, ft) or api.finetune(encoder, [task], ft, progress=False)
             scores.setdefault(task, []).append(data["dev"][task]["score"])
         print(f"{arm} {task}: {scores[task]}", file=sys.stderr, flush=True)
     return scores
-
-
-def mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.1f} ± {100 * sd:.1f}"
 
 
 def section(args: argparse.Namespace, results: dict, partial: bool) -> list[str]:
@@ -230,21 +221,9 @@ def section(args: argparse.Namespace, results: dict, partial: bool) -> list[str]
                   "dev scores x100, mean ± sd):", "", "| encoder | " + " | ".join(t.upper() for t in GLUE) + " |",
                   "|---|" + "---|" * len(GLUE)]
         for arm, scores in tuned.items():
-            lines.append(f"| {arm} | " + " | ".join(mean_sd(scores[t]) if t in scores else "–" for t in GLUE) + " |")
+            lines.append(f"| {arm} | " + " | ".join(spread(scores[t]) if t in scores else "–" for t in GLUE) + " |")
         lines.append("")
     return lines
-
-
-def replace_section(path: Path, text: str) -> None:
-    heading = text.splitlines()[0]
-    old = path.read_text() if path.is_file() else ""
-    start = old.find(heading)
-    if start >= 0:
-        end = old.find("\n## ", start + len(heading))
-        old = old[:start] + text + (old[end + 1:] if end >= 0 else "")
-    else:
-        old = old.rstrip("\n") + "\n\n" + text
-    path.write_text(old if old.endswith("\n") else old + "\n")
 
 
 def main() -> None:
