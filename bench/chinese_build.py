@@ -19,7 +19,10 @@
    compare one to one: counted per task, and the share of the rjieba arm's examples the jieba arm also built).
    MB of input (the corpus files' bytes) per CPU second, and the ratios, from this one run. ``--parallel``
    runs the first three arms at once (each child's CPU seconds are still its own, from ``os.wait4``);
-   ``--no-compare`` leaves out the fourth arm and the comparison of examples.
+   ``--no-compare`` leaves out the fourth arm and the comparison of examples. ``--baseline-tree DIR`` adds
+   today's code as an arm of its own: DIR is a checkout of the commit before the Chinese-speed work (e.g.
+   ``git worktree add /tmp/base 0b0f9f7``), whose ``build-data`` builds the law corpus with its own
+   ``configs/ernie2_zh_debug.yaml`` (jieba, unseeded); the "x today's" ratio is then taken against it.
 """
 
 from __future__ import annotations
@@ -174,14 +177,18 @@ def bench_vocabulary(work: Path) -> dict:
     return out
 
 
-def build_data(name: str, work: Path, config: Path, corpus: Path, overrides: list[str]) -> dict:
-    """One ``ernie-cmtl build-data`` in a fresh subprocess with its own cache: CPU and wall seconds."""
+def build_data(name: str, work: Path, config: Path, corpus: Path, overrides: list[str],
+               tree: Path = REPO) -> dict:
+    """One ``ernie-cmtl build-data`` in a fresh subprocess with its own cache: CPU and wall seconds. ``tree``:
+    the checkout whose code builds (another commit's runs on this checkout's environment, its own code first
+    on the path)."""
     run_dir, cache = work / name / "run", work / name / "cache"
-    command = [str(REPO / ".venv" / "bin" / "ernie-cmtl"), "build-data", "--config", str(config), "--corpus",
-               str(corpus), "--run-dir", str(run_dir), "--quiet", "--set", f"data.cache_dir={cache}",
-               *[a for o in overrides for a in ("--set", o)]]
+    command = [sys.executable, "-c", "from ernie_cmtl.cli import main; main()", "build-data",
+               "--config", str(config), "--corpus", str(corpus), "--run-dir", str(run_dir), "--quiet",
+               "--set", f"data.cache_dir={cache}", *[a for o in overrides for a in ("--set", o)]]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     wall = time.perf_counter()
-    child = subprocess.Popen(command, cwd=REPO)
+    child = subprocess.Popen(command, cwd=tree, env=env)
     _, status, usage = os.wait4(child.pid, 0)  # this child's own CPU, also while other arms run beside it
     child.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - wall
@@ -207,14 +214,17 @@ def _example_hashes(cache: str, task: str) -> collections.Counter:
     return hashes
 
 
-def bench_build(work: Path, parallel: bool = False, compare: bool = True) -> dict:
-    """The build arms, one after another, or (``parallel``) the first three at once, each its own process
-    (CPU seconds are each child's own either way; on a machine other jobs load, running them side by side
-    takes a third of the wall time). ``compare``: also the fourth arm and the examples compared."""
+def bench_build(work: Path, parallel: bool = False, compare: bool = True, baseline: Path | None = None) -> dict:
+    """The build arms, one after another, or (``parallel``) all at once, each its own process (CPU seconds are
+    each child's own either way; on a machine other jobs load, running them side by side takes a fraction of
+    the wall time). ``compare``: also the rjieba arm on the jieba arm's tokenizer and the examples compared.
+    ``baseline``: a checkout of today's code, built as the arm ``today``."""
     arms = {"english": ("english", work, REPO / "configs" / "default.yaml", WIKI, []),
             "jieba": ("zh_jieba_unseeded", work, ZH_CONFIG, LAW,
                       ["data.zh_segmenter=jieba", "tokenizer.chinese_seed_characters=0"]),
             "rjieba": ("zh_rjieba_default", work, ZH_CONFIG, LAW, [])}
+    if baseline is not None:
+        arms["today"] = ("zh_today", work, baseline / "configs" / "ernie2_zh_debug.yaml", LAW, [], baseline)
     with ThreadPoolExecutor(len(arms) if parallel else 1) as pool:
         futures = {name: pool.submit(build_data, *args) for name, args in arms.items()}
         out = {name: future.result() for name, future in futures.items()}
@@ -225,11 +235,16 @@ def bench_build(work: Path, parallel: bool = False, compare: bool = True) -> dic
 
 
 def _print_ratios(out: dict) -> None:
-    ratio_today = out["rjieba"]["mb_per_cpu_s"] / out["jieba"]["mb_per_cpu_s"]
+    ratio_jieba = out["rjieba"]["mb_per_cpu_s"] / out["jieba"]["mb_per_cpu_s"]
     ratio_english = out["rjieba"]["mb_per_cpu_s"] / out["english"]["mb_per_cpu_s"]
-    out["ratios"] = {"rjieba_over_jieba": ratio_today, "rjieba_over_english": ratio_english,
+    out["ratios"] = {"rjieba_over_jieba": ratio_jieba, "rjieba_over_english": ratio_english,
                      "jieba_over_english": out["jieba"]["mb_per_cpu_s"] / out["english"]["mb_per_cpu_s"]}
-    print(f"Chinese build (rjieba, seeded) / today's (jieba, unseeded): {ratio_today:.2f}x (target >= 3)")
+    print(f"Chinese build (rjieba, seeded) / this code with jieba, unseeded: {ratio_jieba:.2f}x")
+    if "today" in out:
+        out["ratios"]["rjieba_over_today"] = ratio_today = out["rjieba"]["mb_per_cpu_s"] / out["today"]["mb_per_cpu_s"]
+        out["ratios"]["today_over_english"] = out["today"]["mb_per_cpu_s"] / out["english"]["mb_per_cpu_s"]
+        print(f"Chinese build (rjieba, seeded) / today's code (the baseline tree): {ratio_today:.2f}x (target >= 3); "
+              f"today's / English: {out['ratios']['today_over_english']:.2f}x")
     print(f"Chinese build (rjieba, seeded) / English build: {ratio_english:.2f}x (target >= 0.8); "
           f"jieba / English: {out['ratios']['jieba_over_english']:.2f}x", flush=True)
 
@@ -257,7 +272,9 @@ def main() -> None:
     parser.add_argument("--only", default="segmenters,vocabulary,build")
     parser.add_argument("--work", type=Path, help="scratch directory (default: a new temporary one)")
     parser.add_argument("--json", type=Path, help="write every figure here")
-    parser.add_argument("--parallel", action="store_true", help="build: the first three arms at once")
+    parser.add_argument("--parallel", action="store_true", help="build: the arms at once")
+    parser.add_argument("--baseline-tree", type=Path,
+                        help="build: a checkout of today's code (the commit before the Chinese-speed work), an arm")
     parser.add_argument("--no-compare", action="store_true",
                         help="build: without the fourth arm and the examples compared per segmenter")
     args = parser.parse_args()
@@ -269,7 +286,7 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()}, work {work}",
           flush=True)
     sections = {"segmenters": bench_segmenters, "vocabulary": bench_vocabulary,
-                "build": lambda work: bench_build(work, args.parallel, not args.no_compare)}
+                "build": lambda work: bench_build(work, args.parallel, not args.no_compare, args.baseline_tree)}
     results = {}
     for name in args.only.split(","):
         print(f"\n== {name} ==", flush=True)

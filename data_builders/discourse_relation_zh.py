@@ -51,7 +51,7 @@ CUE_WORDS: tuple[str, ...] = tuple(sorted(
 """Every marker and correlative word: none may be left in either side of a pair."""
 
 _MARKER_CLASS = {marker: cls for cls, markers in CHINESE_MARKERS.items() for marker in markers}
-_MARKERS_LONGEST_FIRST = sorted(_MARKER_CLASS, key=len, reverse=True)
+_MARKERS_LONGEST_FIRST = tuple(sorted(_MARKER_CLASS, key=len, reverse=True))
 _COMMA = ",，"
 _CLAUSE_MARKER = re.compile("[,，](是(?=因为))?(" + "|".join(map(re.escape, _MARKERS_LONGEST_FIRST)) + ")")
 _EDGE_PUNCTUATION = ",，;；:：。.!！?？、 "
@@ -85,6 +85,8 @@ def _pair(a: str, b: str, relation: str, min_words: int) -> tuple[str, str] | No
 
 
 def _opening_marker(sentence: str) -> str | None:
+    if not sentence.startswith(_MARKERS_LONGEST_FIRST):  # most sentences: one C-level test
+        return None
     for marker in _MARKERS_LONGEST_FIRST:
         if sentence.startswith(marker):
             rest = sentence[len(marker):]

@@ -41,6 +41,7 @@ Chinese clause one term.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -125,15 +126,20 @@ def chinese_terms(text: str | list[str]) -> list[str]:
     """BM25 terms of a Chinese text (segmented here) or of its jieba words: lowercased, without punctuation,
     numbers and :data:`~data_builders.language.CHINESE_STOPWORDS` (a Latin run inside is one jieba word, kept
     when it has two or more letters, as bm25s keeps English words)."""
-    terms = []
-    for word in ([w for w, _ in segment(text)] if isinstance(text, str) else text):
-        word = word.strip().lower()
-        if not word or word in CHINESE_STOPWORDS or not any(c.isalpha() for c in word):
-            continue
-        if word.isascii() and not _LATIN_TERM.fullmatch(word):
-            continue
-        terms.append(word)
-    return terms
+    words = [w for w, _ in segment(text)] if isinstance(text, str) else text
+    return [term for term in map(_chinese_term, words) if term is not None]
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _chinese_term(word: str) -> str | None:
+    """One jieba word's BM25 term, or None when it is not one (see :func:`chinese_terms`); words repeat, so
+    each distinct word is looked at once."""
+    word = word.strip().lower()
+    if not word or word in CHINESE_STOPWORDS or not any(c.isalpha() for c in word):
+        return None
+    if word.isascii() and not _LATIN_TERM.fullmatch(word):
+        return None
+    return word
 
 
 def _terms(texts: list[str], chinese: list[bool], known: list[list[str] | None] | None = None) -> list[list[str]]:

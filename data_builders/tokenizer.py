@@ -349,14 +349,13 @@ def _dictionary_character_ranking() -> tuple[str, ...]:
 
     weights: dict[str, int] = {}
     for line in (files("jieba") / "dict.txt").read_text(encoding="utf-8").splitlines():
-        parts = line.split(" ")
-        if len(parts) < 2 or not parts[1].isdigit():
+        word, _, rest = line.partition(" ")
+        frequency = rest.partition(" ")[0]
+        if not frequency.isdigit():
             continue
-        frequency = int(parts[1])
-        for char in parts[0]:
-            if _CJK_CHARACTER.match(char):
-                weights[char] = weights.get(char, 0) + frequency
-    return tuple(sorted(weights, key=lambda c: -weights[c]))
+        for char in word:  # every character; the CJK ones are picked once each below
+            weights[char] = weights.get(char, 0) + int(frequency)
+    return tuple(sorted((c for c in weights if _CJK_CHARACTER.match(c)), key=lambda c: -weights[c]))
 
 
 def common_chinese_characters(count: int) -> list[str]:
