@@ -134,7 +134,8 @@ class Monitor(MetricsLog):
         super().__init__(run_dir, cfg.wandb, run_config, rank, truncate_after)
 
     def train(self, record: dict[str, Any]) -> None:
-        """One logged training step: step, stage, task, loss, accuracy, lr, grad_norm, throughput."""
+        """One logged training step: step, stage, task, loss, accuracy, lr, grad_norm, throughput, and the
+        retention terms (``preserve``: the weighted L2-SP penalty and distillation loss of the last batch)."""
         if not self.active:
             return
         self._write({"kind": "train", **record})
@@ -147,6 +148,8 @@ class Monitor(MetricsLog):
                 values[f"train/{task}/accuracy"] = record["accuracy"]
             for name, count in record.get("skipped_steps", {}).items():  # non-finite steps, per task
                 values[f"train/{name}/skipped_steps"] = count
+            for name, value in record.get("preserve", {}).items():  # weighted L2-SP / distillation terms
+                values[f"preserve/{name}"] = value
             for key in ("tokens_per_s", "sequences_per_s", "mfu"):
                 if key in record:
                     values[f"perf/{key}"] = record[key]

@@ -115,6 +115,8 @@ class SourceAnchor:
         self.params = [p for p, _ in pairs]
         self.sources = [s for _, s in pairs]
         self._states: Tensor | None = None
+        self.terms: dict[str, Tensor] = {}
+        """The last batch's weighted terms (``l2sp``, ``distill``), detached: what the trainer logs."""
         self._hook = encoder.register_forward_hook(self._keep_states) if config.distill_weight > 0 else None
 
     def _keep_states(self, module: nn.Module, args: tuple, output: Tensor) -> None:
@@ -128,8 +130,10 @@ class SourceAnchor:
         """The anchoring and distillation terms for the batch the model has just run (None: both off)."""
         cfg = self.config
         loss: Tensor | None = None
+        self.terms = {}
         if cfg.l2sp_weight > 0:
             loss = cfg.l2sp_weight * anchor_penalty(self.params, self.sources)
+            self.terms["l2sp"] = loss.detach()
         if cfg.distill_weight > 0:
             current, self._states = self._states, None
             if current is None:
@@ -141,6 +145,7 @@ class SourceAnchor:
             if mask is None:
                 mask = torch.ones(batch["input_ids"].shape, device=current.device)
             term = cfg.distill_weight * distillation_loss(current, source, mask, cfg.distill_on)
+            self.terms["distill"] = term.detach()
             loss = term if loss is None else loss + term
         return loss
 

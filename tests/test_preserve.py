@@ -4,6 +4,7 @@ and the frozen source anchor on a real (debug-size) encoder."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,16 @@ def test_every_method_changes_the_run_and_resumes_exactly(tmp_path, small_bert, 
     assert [loss for *_, loss in resumed.losses] == [loss for *_, loss in straight.losses[3:]]
     a, b = _weights(straight), _weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the weighted terms are logged beside the task's loss (train.log_every=1: every step)
+    logged = [r for r in _records(tmp_path / "straight") if r["kind"] == "train"]
+    assert len(logged) == 6 and all(set(r["preserve"]) == {"l2sp", "distill"} for r in logged)
+    assert logged[0]["preserve"]["l2sp"] == 0.0 < logged[-1]["preserve"]["l2sp"]  # no drift before the first step
+    assert all(r["preserve"]["distill"] >= 0.0 for r in logged) and logged[-1]["preserve"]["distill"] > 0.0
+    assert not any("preserve" in r for r in _records(tmp_path / "plain"))
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_head_warmup_at_rate_zero_leaves_the_encoder_exactly_the_source(tmp_path, small_bert, wiki_shards,
