@@ -22,7 +22,8 @@ experiment can span sessions; an interrupted pretraining run resumes from its la
   pretrain   continued pretraining of every arm (retention/* is monitored in metrics.jsonl);
   probe      ``ernie-cmtl probe`` of every encoder (zero-shot STS-B, linear probes), ARM/probe.json;
   tasks      every ERNIE task's held-out loss and accuracy at the end against its chance level;
-  finetune   per-task fine-tuning of --finetune-arms with every --seeds seed (mean ± sd, paired differences).
+  finetune   per-task fine-tuning of --finetune-arms on --finetune-tasks with every --seeds seed (mean ± sd,
+             and each arm's paired difference from cmtl, seed by seed: same data order and head init).
 
 The section "## Continued pretraining without forgetting" of --out is rewritten from whatever has finished,
 labelled partial while arms or phases are missing.
@@ -154,12 +155,12 @@ def chance_levels(run_dir: Path) -> dict[str, float]:
 
 
 def finetune(arm: str, encoder: Path, args: argparse.Namespace) -> dict[str, list[float]]:
-    """Per-task fine-tuning (each GLUE task alone) with every seed; reuses finished runs."""
+    """Per-task fine-tuning (each of --finetune-tasks alone) with every seed; reuses finished runs."""
     from downstream.config import load_finetune_config
     from ernie_cmtl import api
 
     scores: dict[str, list[float]] = {}
-    for task in GLUE:
+    for task in args.finetune_tasks:
         for seed in args.seeds:
             run_dir = args.work / "finetune" / f"{arm}_{task}_s{seed}"
             ft = load_finetune_config(REPO / "configs" / "finetune_glue.yaml", [
@@ -217,11 +218,18 @@ def section(args: argparse.Namespace, results: dict, partial: bool) -> list[str]
             lines.append(f"| {arm} | " + " | ".join(values.get(k, "–") for k in keys) + " |")
         lines.append("")
     if tuned:
-        lines += [f"Per-task fine-tuning ({args.finetune_steps} steps, lr {args.finetune_lr:g}, seeds {args.seeds}; "
-                  "dev scores x100, mean ± sd):", "", "| encoder | " + " | ".join(t.upper() for t in GLUE) + " |",
-                  "|---|" + "---|" * len(GLUE)]
+        tasks = args.finetune_tasks
+        lines += [f"Per-task fine-tuning ({args.finetune_steps} steps, lr {args.finetune_lr:g}, batch 16, sequence 64, "
+                  f"≤ {args.max_train_examples} train examples, seeds {args.seeds}; dev scores x100, mean ± sd; "
+                  "Δ cmtl: the paired difference from cmtl, seed by seed, mean ± sd):", "",
+                  "| encoder | " + " | ".join(t.upper() for t in tasks) + " | " + " | ".join(
+                      f"Δ cmtl {t.upper()}" for t in tasks) + " |", "|---|" + "---|" * (2 * len(tasks))]
+        base = tuned.get("cmtl", {})
         for arm, scores in tuned.items():
-            lines.append(f"| {arm} | " + " | ".join(spread(scores[t]) if t in scores else "–" for t in GLUE) + " |")
+            deltas = [spread([a - b for a, b in zip(scores[t], base[t], strict=True)])
+                      if t in scores and t in base and arm != "cmtl" else "–" for t in tasks]
+            lines.append(f"| {arm} | " + " | ".join(spread(scores[t]) if t in scores else "–" for t in tasks)
+                         + " | " + " | ".join(deltas) + " |")
         lines.append("")
     return lines
 
@@ -239,6 +247,8 @@ def main() -> None:
     parser.add_argument("--max-documents", type=int, default=3000)
     parser.add_argument("--probe-examples", type=int, default=2000, help="linear-probe train examples per task")
     parser.add_argument("--finetune-arms", nargs="+", default=["none", "cmtl", "cmtl_best"])
+    parser.add_argument("--finetune-tasks", nargs="+", default=["stsb", "sst2", "mrpc"], choices=GLUE,
+                        help="GLUE tasks of the fine-tuning confirmation (STS-B: what the probes say moves)")
     parser.add_argument("--finetune-steps", type=int, default=300)
     parser.add_argument("--finetune-lr", type=float, default=5e-5)
     parser.add_argument("--max-train-examples", type=int, default=4000)
