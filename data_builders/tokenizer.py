@@ -400,13 +400,35 @@ def train_chinese_wordpiece(texts: Iterable[str], vocab_size: int, min_frequency
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
         continuing_subword_prefix="##", show_progress=False, **({"initial_alphabet": seeds} if seeds else {}),
     )
-    tok.train_from_iterator(texts, trainer=trainer)
+    tok.train_from_iterator(_ideographs_once(texts), trainer=trainer)
     if seeds:
         _add_continuations(tok, [c for c in ASCII_SEEDS if c.isalnum() and c in seeds])
     _configure(tok, lowercase)
     # _configure set BERT's alone
     tok.normalizer, tok.pre_tokenizer = chinese_normalizer(lowercase), chinese_pre_tokenizer()
     return tok
+
+
+_IDEOGRAPH_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]+")
+"""Runs of CJK unified ideographs (and extension A): characters NFKC leaves as they are, each one a word of its
+own after the normalizer (BERT's ``handle_chinese_chars``)."""
+
+
+def _ideographs_once(texts: Iterable[str]) -> Iterator[str]:
+    """What the Chinese WordPiece trainer needs of ``texts``, at a fraction of the characters: each text with
+    its ideograph runs replaced by a space, then every distinct ideograph once.
+
+    The trainer learns the same vocabulary from this. Each ideograph is a one-character word (the normalizer
+    isolates it), so it only enters the alphabet, which keeps every character seen whatever its count (no
+    ``limit_alphabet``) and orders it by code point; a one-character word has no pair to merge. A space
+    where a run was separates its neighbours exactly as the isolated ideographs did. Ideographs are most of
+    a Chinese corpus's characters (85% of the law corpus), and each one costs the trainer a normalization
+    with offsets, a pre-tokenization and a word count."""
+    seen: set[str] = set()
+    for text in texts:
+        seen.update(text)
+        yield _IDEOGRAPH_RUN.sub(" ", text)
+    yield " ".join(sorted(c for c in seen if _IDEOGRAPH_RUN.match(c)))
 
 
 def _add_continuations(tok: Tokenizer, chars: list[str]) -> None:

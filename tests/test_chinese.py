@@ -253,6 +253,35 @@ def test_latin_runs_inside_chinese_text_get_wordpiece(law, wiki_corpus):
     assert len(latin) > 1 and all(t.startswith("##") for t in latin[1:]), tokens
 
 
+def test_the_trainer_fed_each_ideograph_once_learns_the_same_vocabulary(law, wiki_corpus, monkeypatch):
+    """train_chinese_wordpiece feeds the trainer each text with its ideograph runs as spaces, then every
+    distinct ideograph once (5x less CPU on the law corpus); against the texts fed whole: the same alphabet and
+    ids without merges, and with merges the same vocabulary up to the trainer's own tie-breaking, which
+    differs run to run in either way (measured on the law train split: 2 of 4,247 tokens), as do the ids of
+    ``##x`` tokens."""
+    import data_builders.tokenizer as tokenizer_module
+
+    english = [p for ps in wiki_corpus[0]["paragraphs"][:100] for p in ps]
+    edges = ["中\u0301文", "﨑山の本ＡＢＣ１２３", "大学Ｃｏｎｓｔｉｔｕｔｉｏｎ們", "\u2f00与⼀", "а中б", "x\u3400y"]
+    texts = [*(p for ps in law[0]["paragraphs"] for p in ps), *english, *edges]
+
+    def vocab(size: int, fed_whole: bool, seeds: int) -> dict[str, int]:
+        with monkeypatch.context() as m:
+            if fed_whole:
+                m.setattr(tokenizer_module, "_ideographs_once", lambda t: t)
+            return train_chinese_wordpiece(iter(texts), size, seed_characters=seeds).get_vocab()
+
+    for seeds in (0, 300):  # no merges: the alphabet, in code point order (the ##x ids follow the trainer's
+        a, b = vocab(1, fed_whole=False, seeds=seeds), vocab(1, fed_whole=True, seeds=seeds)  # word order)
+        assert set(a) == set(b)
+        assert {t: i for t, i in a.items() if not t.startswith("##")} == {t: i for t, i in b.items()
+                                                                          if not t.startswith("##")}
+    ours, whole = vocab(6000, fed_whole=False, seeds=0), vocab(6000, fed_whole=True, seeds=0)
+    single = lambda v: {t for t in v if len(t.removeprefix("##")) == 1}  # noqa: E731
+    assert single(ours) == single(whole)
+    assert len(set(ours) ^ set(whole)) <= len(whole) // 100, sorted(set(ours) ^ set(whole))
+
+
 def test_shared_pass_words_are_exactly_the_segmenters_words(law):
     _, tokenizer, tokenized = law
     checked = merged = 0
