@@ -160,6 +160,43 @@ def pretrain(config: RunConfig, *, resume: bool = False, stop_at: int | None = N
         return trainer.train(stop_at=stop_at, progress=progress)
 
 
+def evaluate(checkpoint: str | Path, *, batches: int = 0, progress: bool = False) -> dict[str, dict[str, Any]]:
+    """Held-out loss and accuracy of every task of a run (a run directory: its newest verified checkpoint; or
+    one ``checkpoints/step_N``), computed as the forgetting monitor computes them (the same fixed batches and
+    masks), on ``batches`` batches of each task's valid split (0: all of it), beside each task's chance loss
+    (``PretrainTask.chance_loss``) and, for tasks with a ``label(s)`` column, the share of the majority label
+    in its valid split (what always guessing it scores). The run's ``config.yaml`` and cached data are read (the
+    data step refreshes the run's ``data_report.json``). Torch-engine checkpoints only (a DeepSpeed run's are
+    refused with the reason)."""
+    from collections import Counter
+
+    from ernie_cmtl.checkpoint import resolve_checkpoint
+    from ernie_cmtl.tasks import IGNORE_INDEX
+
+    path, run_dir = resolve_checkpoint(checkpoint)
+    config = load_config(run_dir / "config.yaml", [])
+    if config.train.engine != "torch":
+        raise ConfigError(f"evaluate: {run_dir} was trained with train.engine={config.train.engine}; only "
+                          "torch-engine checkpoints are read here")
+    config.train = replace(config.train, eval_batches=max(batches, 0) or 1 << 30)
+    data = prepare_data(config, run_dir, progress=progress)
+    config, run_plan = settle_run(config, data)
+    trainer = Trainer(config, data, run_dir, run_plan, task_ids=read_state(path)["task_ids"])
+    trainer.resume(path)
+    results: dict[str, dict[str, Any]] = trainer.evaluate()
+    for name, values in results.items():
+        valid, task = data.valid[name], data.tasks[name]
+        size = config.train.batch_size
+        values["examples"] = min(len(valid), min(config.train.eval_batches, max(1, len(valid) // size)) * size)
+        values["chance_loss"] = task.chance_loss()
+        column = next((c for c in ("label", "labels") if c in valid.column_names), None)
+        if column is not None:
+            counts = Counter(v for row in valid[column] for v in (row if isinstance(row, list) else [row])
+                             if v != IGNORE_INDEX)
+            values["majority_accuracy"] = max(counts.values()) / sum(counts.values()) if counts else None
+    return results
+
+
 def probe(checkpoint: str | Path, settings: ProbeSettings | None = None, out: str | Path | None = None,
           progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Frozen-encoder evaluation of a run directory, one ``checkpoints/step_N`` or a Hugging Face model

@@ -194,7 +194,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto ...")
     p.add_argument("--out", metavar="PATH", help="where probe.json goes (default: CHECKPOINT_OR_HF_DIR/probe.json)")
     p.add_argument("--quiet", action="store_true", help="only the table")
+
+    p = sub.add_parser("evaluate", help="held-out loss and accuracy of every pretraining task at a checkpoint",
+                       description="Each task of a run, on its valid split, as the forgetting monitor computes it "
+                       "(fixed batches and masks), beside the task's chance loss and its majority-label accuracy: "
+                       "which tasks the encoder actually learned. Reads the run's config.yaml and cached data.",
+                       epilog="examples:\n  ernie-cmtl evaluate runs/continue_hf\n  ernie-cmtl evaluate "
+                       "runs/continue_hf/checkpoints/step_00000420 --batches 8 --json heldout.json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a run directory (its newest verified checkpoint) or "
+                   "one RUN_DIR/checkpoints/step_N directory")
+    p.add_argument("--batches", type=int, default=0, metavar="N", help="batches of train.batch_size per task "
+                   "(default 0: the whole valid split)")
+    p.add_argument("--json", metavar="PATH", help="also write the results here")
     return parser
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ernie_cmtl import api
+
+    results = api.evaluate(args.checkpoint, batches=args.batches)
+    print(f"{'task':26s} {'examples':>8s} {'loss':>8s} {'chance':>8s} {'accuracy':>9s} {'majority':>9s}")
+    for name, v in results.items():
+        accuracy, majority = v.get("accuracy"), v.get("majority_accuracy")
+        cells = ["" if x is None else f"{x:.4f}" for x in (accuracy, majority)]
+        print(f"{name:26s} {v['examples']:8d} {v['loss']:8.4f} {v['chance_loss']:8.4f} {cells[0]:>9s} {cells[1]:>9s}")
+    if args.json:
+        with open(args.json, "w") as out:
+            out.write(json.dumps(results, indent=2) + "\n")
+    return 0
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -373,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers["finetune"] = _cmd_finetune
     handlers["export"] = _cmd_export
     handlers["probe"] = _cmd_probe
+    handlers["evaluate"] = _cmd_evaluate
     try:
         return handlers[args.command](args)
     except ConfigError as err:

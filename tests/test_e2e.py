@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,18 @@ def test_pretrain_on_wikipedia_loss_falls_and_checkpoint_round_trips(tmp_path, w
     trainer.resume()
     assert trainer.step == 80
     assert trainer.evaluate()["knowledge_masking"]["loss"] == pytest.approx(evals[-1], rel=1e-6)
+    # so does api.evaluate / `ernie-cmtl evaluate` on the run directory, and on the whole valid split it
+    # reports every example
+    held_out = api.evaluate(run_dir, batches=config.train.eval_batches)["knowledge_masking"]
+    assert held_out["loss"] == pytest.approx(evals[-1], rel=1e-6)
+    assert held_out["chance_loss"] == pytest.approx(math.log(data.vocab_size), rel=0.01)
+    assert "majority_accuracy" not in held_out  # knowledge masking has no label column
+    whole = api.evaluate(run_dir / "checkpoints" / "step_00000080")["knowledge_masking"]
+    assert whole["examples"] == len(data.valid["knowledge_masking"]) // 16 * 16  # every full batch
+    from ernie_cmtl.cli import main
+
+    assert main(["evaluate", str(run_dir), "--batches", "1", "--json", str(tmp_path / "heldout.json")]) == 0
+    assert json.loads((tmp_path / "heldout.json").read_text())["knowledge_masking"]["examples"] == 16
 
 
 @pytest.mark.slow
