@@ -21,7 +21,8 @@ experiment can span sessions; an interrupted pretraining run resumes from its la
 
   pretrain   continued pretraining of every arm (retention/* is monitored in metrics.jsonl);
   probe      ``ernie-cmtl probe`` of every encoder (zero-shot STS-B, linear probes), ARM/probe.json;
-  tasks      every ERNIE task's held-out loss and accuracy at the end against its chance level;
+  tasks      every ERNIE task's held-out loss and accuracy at the end, whole valid split (`ernie-cmtl evaluate`),
+             against its chance loss and majority-label accuracy;
   finetune   per-task fine-tuning of --finetune-arms on --finetune-tasks with every --seeds seed (mean ± sd,
              and each arm's paired difference from cmtl, seed by seed: same data order and head init).
 
@@ -120,38 +121,25 @@ def probe(arm: str, encoder: Path, args: argparse.Namespace) -> dict:
     return result
 
 
-def task_levels(run_dir: Path) -> dict[str, dict[str, float]]:
-    """Every task's last held-out loss and accuracy in metrics.jsonl, and its first (step 0 or introduction)."""
-    out: dict[str, dict[str, float]] = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record.get("kind") == "valid":
-            entry = out.setdefault(record["task"], {"first_loss": record["loss"]})
-            entry.update(loss=record["loss"], accuracy=record.get("accuracy"), step=record["step"])
-    return out
+def task_levels(arm: str, run_dir: Path, args: argparse.Namespace) -> dict[str, dict]:
+    """Every task's held-out loss and accuracy at the end on its whole valid split (``ernie-cmtl evaluate``),
+    with its chance loss and majority-label accuracy; cached in --work/heldout/ARM.json."""
+    from ernie_cmtl import api
+
+    out = args.work / "heldout" / f"{arm}.json"
+    if out.is_file():
+        return json.loads(out.read_text())
+    t0 = time.perf_counter()
+    levels = api.evaluate(finished_checkpoint(run_dir, args.steps))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(levels, indent=2))
+    print(f"{arm}: evaluated in {(time.perf_counter() - t0) / 60:.1f} min", file=sys.stderr, flush=True)
+    return levels
 
 
 def retention_curve(run_dir: Path) -> list[dict]:
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()
             if json.loads(x).get("kind") == "retention"]
-
-
-def chance_levels(run_dir: Path) -> dict[str, float]:
-    """ln(classes) of each task of the run (knowledge masking: ln |V|), from its config.yaml."""
-    import yaml
-
-    from ernie_cmtl.config import from_dict
-    from ernie_cmtl.registry import get_task_class
-    from ernie_cmtl.tasks import SpecialIds
-
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    vocab = config["model"]["vocab_size"]
-    special = SpecialIds(pad=0, cls=1, sep=2, mask=3, unk=4, vocab_size=vocab, first_regular=5)
-    out = {}
-    for name, section in config["tasks"].items():
-        cls = get_task_class(name)
-        out[name] = cls(from_dict(cls.config_class, section, f"tasks.{name}"), special).chance_loss()
-    return out
 
 
 def finetune(arm: str, encoder: Path, args: argparse.Namespace) -> dict[str, list[float]]:
@@ -194,17 +182,19 @@ def section(args: argparse.Namespace, results: dict, partial: bool) -> list[str]
                                     for n in names) + f" | {100 * p['probe_average']:.2f} |"
         lines.append("")
     if levels:
-        lines += ["Held-out ERNIE tasks at the end (loss; accuracy where defined; chance = ln classes):", "",
+        lines += ["Held-out ERNIE tasks at the end (`ernie-cmtl evaluate`, whole valid split): loss (chance loss) "
+                  "and accuracy (majority-label accuracy), x100 for accuracies:", "",
                   "| arm | " + " | ".join(ALL_TASKS) + " |", "|---|" + "---|" * len(ALL_TASKS)]
         for arm, tasks in levels.items():
             cells = []
             for t in ALL_TASKS:
-                if t not in tasks:
+                v = tasks.get(t)
+                if v is None:
                     cells.append("–")
                     continue
-                v = tasks[t]
-                acc = f", {100 * v['accuracy']:.1f}%" if v.get("accuracy") is not None else ""
-                cells.append(f"{v['loss']:.3f} (chance {v['chance']:.3f}{acc})")
+                acc = "" if v.get("accuracy") is None else f"; {100 * v['accuracy']:.1f}" + (
+                    "" if v.get("majority_accuracy") is None else f" ({100 * v['majority_accuracy']:.1f})")
+                cells.append(f"{v['loss']:.3f} ({v['chance_loss']:.3f}){acc}")
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
         lines.append("")
     if retention:
@@ -271,8 +261,7 @@ def main() -> None:
         if "probe" in args.phases:
             results["probes"][arm] = probe(arm, encoder, args)
         if run_dir is not None and "tasks" in args.phases:
-            chance = chance_levels(run_dir)
-            results["tasks"][arm] = {t: {**v, "chance": chance[t]} for t, v in task_levels(run_dir).items()}
+            results["tasks"][arm] = task_levels(arm, run_dir, args)
             curve = retention_curve(run_dir)
             if curve:
                 keys = [k for k in curve[0] if k not in ("kind", "step", "stage", "seconds")]
