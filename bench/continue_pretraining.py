@@ -21,7 +21,7 @@ experiment can span sessions; an interrupted pretraining run resumes from its la
 
   pretrain   continued pretraining of every arm (retention/* is monitored in metrics.jsonl);
   probe      ``ernie-cmtl probe`` of every encoder (zero-shot STS-B, linear probes), ARM/probe.json;
-  tasks      every ERNIE task's held-out loss and accuracy at the end, whole valid split (`ernie-cmtl evaluate`),
+  tasks      every ERNIE task's held-out loss and accuracy at the end (`ernie-cmtl evaluate`, --eval-batches),
              against its chance loss and majority-label accuracy;
   finetune   per-task fine-tuning of --finetune-arms on --finetune-tasks with every --seeds seed (mean ± sd,
              and each arm's paired difference from cmtl, seed by seed: same data order and head init).
@@ -122,15 +122,15 @@ def probe(arm: str, encoder: Path, args: argparse.Namespace) -> dict:
 
 
 def task_levels(arm: str, run_dir: Path, args: argparse.Namespace) -> dict[str, dict]:
-    """Every task's held-out loss and accuracy at the end on its whole valid split (``ernie-cmtl evaluate``),
-    with its chance loss and majority-label accuracy; cached in --work/heldout/ARM.json."""
+    """Every task's held-out loss and accuracy at the end (``ernie-cmtl evaluate``, --eval-batches batches of
+    16 per task), with its chance loss and majority-label accuracy; cached in --work/heldout/."""
     from ernie_cmtl import api
 
-    out = args.work / "heldout" / f"{arm}.json"
+    out = args.work / "heldout" / f"{arm}_batches{args.eval_batches}.json"
     if out.is_file():
         return json.loads(out.read_text())
     t0 = time.perf_counter()
-    levels = api.evaluate(finished_checkpoint(run_dir, args.steps))
+    levels = api.evaluate(finished_checkpoint(run_dir, args.steps), batches=args.eval_batches)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(levels, indent=2))
     print(f"{arm}: evaluated in {(time.perf_counter() - t0) / 60:.1f} min", file=sys.stderr, flush=True)
@@ -182,8 +182,9 @@ def section(args: argparse.Namespace, results: dict, partial: bool) -> list[str]
                                     for n in names) + f" | {100 * p['probe_average']:.2f} |"
         lines.append("")
     if levels:
-        lines += ["Held-out ERNIE tasks at the end (`ernie-cmtl evaluate`, whole valid split): loss (chance loss) "
-                  "and accuracy (majority-label accuracy), x100 for accuracies:", "",
+        lines += [f"Held-out ERNIE tasks at the end (`ernie-cmtl evaluate --batches {args.eval_batches}`: up to "
+                  f"{16 * args.eval_batches or 'all'} valid examples per task): loss (chance loss); accuracy "
+                  "(majority-label accuracy), x100:", "",
                   "| arm | " + " | ".join(ALL_TASKS) + " |", "|---|" + "---|" * len(ALL_TASKS)]
         for arm, tasks in levels.items():
             cells = []
@@ -236,6 +237,8 @@ def main() -> None:
     parser.add_argument("--best", default="l2sp,distill", help="methods of the *_best arms, comma-separated")
     parser.add_argument("--max-documents", type=int, default=3000)
     parser.add_argument("--probe-examples", type=int, default=2000, help="linear-probe train examples per task")
+    parser.add_argument("--eval-batches", type=int, default=16,
+                        help="tasks phase: held-out batches of 16 per task (0: the whole valid split)")
     parser.add_argument("--finetune-arms", nargs="+", default=["none", "cmtl", "cmtl_best"])
     parser.add_argument("--finetune-tasks", nargs="+", default=["stsb"], choices=GLUE,
                         help="GLUE tasks of the fine-tuning confirmation (default STS-B: the one the probes say moves)")
