@@ -84,6 +84,12 @@ def arm_overrides(arm: str, args: argparse.Namespace) -> list[str]:
     return [*strategy_overrides(strategy, args.steps), *method_overrides(methods, args)]
 
 
+def run_name(arm: str, args: argparse.Namespace) -> str:
+    """The run an arm reads: ``cmtl_best`` with a single --best method is exactly the run ``cmtl_<method>`` (the
+    same config and seed), so it is not trained twice."""
+    return f"cmtl_{args.best}" if arm == "cmtl_best" and "," not in args.best else arm
+
+
 def finished_checkpoint(run_dir: Path, steps: int) -> Path | None:
     final = run_dir / "checkpoints" / f"step_{steps:08d}"
     return final if final.is_dir() else None
@@ -168,7 +174,9 @@ def section(args: argparse.Namespace, results: dict, partial: bool) -> list[str]
              f"Source all-MiniLM-L6-v2; {args.steps} continued-pretraining steps per arm (`configs/continue_hf.yaml`: "
              f"batch 16, sequence 128, peak lr 1e-4, {args.max_documents} Wikipedia documents, seed 0). Methods: "
              f"head warm-up {args.warmup_steps} steps (encoder frozen), L2-SP λ={args.l2sp:g}, distillation "
-             f"μ={args.distill:g} (cosine of mean-pooled states); best = {args.best}.", ""]
+             f"μ={args.distill:g} (cosine of mean-pooled states); best = {args.best}"
+             + (f" (a single method: `cmtl_best` is the run `cmtl_{args.best}`)" if "," not in args.best else "")
+             + ".", ""]
     if probes:
         names = [t for t in ("sst2", "cola", "mrpc", "rte", "stsb") if any(t in p["probes"] for p in probes.values())]
         lines += ["Frozen-encoder probe (`ernie-cmtl probe`, linear probes on ≤ "
@@ -254,17 +262,18 @@ def main() -> None:
     results: dict = {"probes": {}, "tasks": {}, "retention": {}, "finetune": {}}
     missing: list[str] = []
     for arm in args.arms:
-        run_dir = None if arm == "none" else args.work / arm
+        name = run_name(arm, args)  # the run (and its probe, evaluation, fine-tuning) this arm reads
+        run_dir = None if name == "none" else args.work / name
         if run_dir is not None and not finished_checkpoint(run_dir, args.steps):
             if "pretrain" not in args.phases:
                 missing.append(f"{arm} not pretrained")
                 continue
-            pretrain(arm, args, source)
+            pretrain(name, args, source)
         encoder = source if run_dir is None else finished_checkpoint(run_dir, args.steps)
         if "probe" in args.phases:
-            results["probes"][arm] = probe(arm, encoder, args)
+            results["probes"][arm] = probe(name, encoder, args)
         if run_dir is not None and "tasks" in args.phases:
-            results["tasks"][arm] = task_levels(arm, run_dir, args)
+            results["tasks"][arm] = task_levels(name, run_dir, args)
             curve = retention_curve(run_dir)
             if curve:
                 keys = [k for k in curve[0] if k not in ("kind", "step", "stage", "seconds")]
@@ -272,7 +281,7 @@ def main() -> None:
                                              if isinstance(curve[0].get(k), float | int)
                                              and isinstance(curve[-1].get(k), float | int)}
         if "finetune" in args.phases and arm in args.finetune_arms:
-            results["finetune"][arm] = finetune(arm, encoder, args)
+            results["finetune"][arm] = finetune(name, encoder, args)
     missing += [f"arm {a} not run" for a in ARMS if a not in args.arms]
     if "finetune" not in args.phases:
         missing.append("fine-tuning confirmation not run")
