@@ -353,8 +353,9 @@ def _dictionary_character_ranking() -> tuple[str, ...]:
         frequency = rest.partition(" ")[0]
         if not frequency.isdigit():
             continue
+        count = int(frequency)
         for char in word:  # every character; the CJK ones are picked once each below
-            weights[char] = weights.get(char, 0) + int(frequency)
+            weights[char] = weights.get(char, 0) + count
     return tuple(sorted((c for c in weights if _CJK_CHARACTER.match(c)), key=lambda c: -weights[c]))
 
 

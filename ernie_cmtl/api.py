@@ -186,8 +186,7 @@ def evaluate(checkpoint: str | Path, *, batches: int = 0, progress: bool = False
     results: dict[str, dict[str, Any]] = trainer.evaluate()
     for name, values in results.items():
         valid, task = data.valid[name], data.tasks[name]
-        size = config.train.batch_size
-        values["examples"] = min(len(valid), min(config.train.eval_batches, max(1, len(valid) // size)) * size)
+        values["examples"] = min(len(valid), trainer.eval_batch_count(name) * config.train.batch_size)
         values["chance_loss"] = task.chance_loss()
         column = next((c for c in ("label", "labels") if c in valid.column_names), None)
         if column is not None:

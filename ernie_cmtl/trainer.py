@@ -298,6 +298,12 @@ class Trainer:
 
     # -- evaluation -----------------------------------------------------------------------------------------
     @torch.no_grad()
+    def eval_batch_count(self, name: str) -> int:
+        """How many batches per rank :meth:`evaluate` reads of task ``name``'s valid split: ``train.eval_batches``,
+        at most the split's full global batches, at least one."""
+        return min(self.cfg.eval_batches,
+                   max(1, len(self.data.valid[name]) // (self.cfg.batch_size * self.world_size)))
+
     def evaluate(self) -> dict[str, dict[str, float]]:
         """Held-out loss and accuracy of every task, on the same fixed batches (and masks) every time."""
         model = self.engine.module
@@ -308,8 +314,7 @@ class Trainer:
             task = self.data.tasks[name]
             stream = TaskStream(self.data.valid[name], self.cfg.batch_size, self.config.seed, 0, self.rank,
                                 self.world_size)
-            n_batches = min(self.cfg.eval_batches,
-                            max(1, len(self.data.valid[name]) // (self.cfg.batch_size * self.world_size)))
+            n_batches = self.eval_batch_count(name)
             loss_sum, correct, count = 0.0, 0.0, 0.0
             for i in range(n_batches):
                 batch = self._batch(name, stream.rows(i), hash_seed(self.config.seed, EVAL_SEED_OFFSET, i,
