@@ -49,6 +49,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "chinese_downstream")
     parser.add_argument("--cache-dir", type=Path, default=REPO / "runs" / "chinese_downstream" / "cache",
                         help="data.cache_dir: the built examples, reused by reruns")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a pretraining config override, repeatable (e.g. tokenizer.chinese_seed_characters=0 "
+                             "for a vocabulary of the law corpus's own characters only)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "RESULTS.md")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -59,7 +62,8 @@ def main() -> None:
 
     started = time.perf_counter()
     config_file = REPO / "configs" / "ernie2_zh_debug.yaml"
-    overrides = [f"schedule.steps_per_task={args.steps_per_task}", f"data.cache_dir={args.cache_dir}"]
+    overrides = [f"schedule.steps_per_task={args.steps_per_task}", f"data.cache_dir={args.cache_dir}",
+                 *args.override]
     encoders = {name: args.work / name for name in args.encoders}
     timings: dict[str, float] = {}
     km_loss: list[float] = []
@@ -102,7 +106,8 @@ def main() -> None:
              + "; ".join(f"{k} {v:.1f} min" for k, v in timings.items()) + ").", "",
              f"Pretraining: `configs/ernie2_zh_debug.yaml` (debug encoder 2 x 128, WordPiece 8,000 with every CJK "
              f"character its own token, the five Chinese ERNIE 2.0 tasks in three stages, "
-             f"{args.steps_per_task} steps per task at batch 32, sequence 128) on the law corpus's train split. "
+             f"{args.steps_per_task} steps per task at batch 32, sequence 128) on the law corpus's train split"
+             + (f", with {', '.join(f'`{o}`' for o in args.override)}" if args.override else "") + ". "
              "Initialization: the same run stopped at step 0 (same tokenizer and seed, no training). "
              f"Fine-tuning: each set alone, {args.finetune_steps} steps, batch {args.finetune_batch}, peak lr "
              f"{args.finetune_lr:g}, sequence length {args.finetune_seq_len}, <= {args.max_train_examples} train "

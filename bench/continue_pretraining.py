@@ -78,16 +78,32 @@ def method_overrides(methods: list[str], args: argparse.Namespace) -> list[str]:
     return out
 
 
-def arm_overrides(arm: str, args: argparse.Namespace) -> list[str]:
+# Each method's setting: (its --option, its default, the short name a run takes when the setting is not the default).
+SETTINGS = {"warmup": ("warmup_steps", 20, "steps"), "l2sp": ("l2sp", 0.05, "lambda"), "distill": ("distill", 1.0, "mu")}
+
+
+def arm_methods(arm: str, args: argparse.Namespace) -> tuple[str, list[str]]:
+    """An arm's strategy and retention methods: ``cmtl_l2sp`` is (cmtl, [l2sp]); ``*_best`` takes --best."""
     strategy, _, method = arm.partition("_") if not arm.startswith("mlm_only") else ("mlm_only", "", arm[9:])
-    methods = args.best.split(",") if method == "best" else ([method] if method else [])
+    return strategy, args.best.split(",") if method == "best" else ([method] if method else [])
+
+
+def arm_overrides(arm: str, args: argparse.Namespace) -> list[str]:
+    strategy, methods = arm_methods(arm, args)
     return [*strategy_overrides(strategy, args.steps), *method_overrides(methods, args)]
 
 
 def run_name(arm: str, args: argparse.Namespace) -> str:
-    """The run an arm reads: ``cmtl_best`` with a single --best method is exactly the run ``cmtl_<method>`` (the
-    same config and seed), so it is not trained twice."""
-    return f"cmtl_{args.best}" if arm == "cmtl_best" and "," not in args.best else arm
+    """The run an arm reads. ``cmtl_best`` with a single --best method is exactly the run ``cmtl_<method>`` (the
+    same config and seed), so it is not trained twice; a setting other than its default is named in the run
+    (``cmtl_distill_mu0.3``), so a sweep never reuses another setting's run."""
+    _, methods = arm_methods(arm, args)
+    name = f"cmtl_{args.best}" if arm == "cmtl_best" and "," not in args.best else arm
+    for method in methods:
+        option, default, short = SETTINGS[method]
+        if getattr(args, option) != default:
+            name += f"_{short}{getattr(args, option):g}"
+    return name
 
 
 def finished_checkpoint(run_dir: Path, steps: int) -> Path | None:
@@ -96,10 +112,10 @@ def finished_checkpoint(run_dir: Path, steps: int) -> Path | None:
 
 
 def pretrain(arm: str, args: argparse.Namespace, source: Path) -> Path:
-    """The arm's run directory, pretrained to --steps (resumed when a checkpoint exists)."""
+    """The arm's run directory (``run_name``), pretrained to --steps (resumed when a checkpoint exists)."""
     from ernie_cmtl import api
 
-    run_dir = args.work / arm
+    run_dir = args.work / run_name(arm, args)
     if finished_checkpoint(run_dir, args.steps):
         return run_dir
     config = api.configure(REPO / "configs" / "continue_hf.yaml",
@@ -109,7 +125,7 @@ def pretrain(arm: str, args: argparse.Namespace, source: Path) -> Path:
     resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("step_*"))
     t0 = time.perf_counter()
     api.pretrain(config, resume=resume, progress=False)
-    print(f"{arm}: pretrained in {(time.perf_counter() - t0) / 60:.1f} min", file=sys.stderr, flush=True)
+    print(f"{run_dir.name}: pretrained in {(time.perf_counter() - t0) / 60:.1f} min", file=sys.stderr, flush=True)
     return run_dir
 
 
@@ -239,9 +255,9 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
     parser.add_argument("--phases", nargs="+", default=["pretrain", "probe", "tasks"],
                         choices=["pretrain", "probe", "tasks", "finetune"])
-    parser.add_argument("--warmup-steps", type=int, default=20)
-    parser.add_argument("--l2sp", type=float, default=0.05, help="L2-SP λ")
-    parser.add_argument("--distill", type=float, default=1.0, help="distillation μ")
+    parser.add_argument("--warmup-steps", type=int, default=SETTINGS["warmup"][1])
+    parser.add_argument("--l2sp", type=float, default=SETTINGS["l2sp"][1], help="L2-SP λ")
+    parser.add_argument("--distill", type=float, default=SETTINGS["distill"][1], help="distillation μ")
     parser.add_argument("--best", default="l2sp,distill", help="methods of the *_best arms, comma-separated")
     parser.add_argument("--max-documents", type=int, default=3000)
     parser.add_argument("--probe-examples", type=int, default=2000, help="linear-probe train examples per task")
@@ -268,7 +284,7 @@ def main() -> None:
             if "pretrain" not in args.phases:
                 missing.append(f"{arm} not pretrained")
                 continue
-            pretrain(name, args, source)
+            pretrain(arm, args, source)
         encoder = source if run_dir is None else finished_checkpoint(run_dir, args.steps)
         if "probe" in args.phases:
             results["probes"][arm] = probe(name, encoder, args)
