@@ -297,13 +297,13 @@ class Trainer:
         return self.step
 
     # -- evaluation -----------------------------------------------------------------------------------------
-    @torch.no_grad()
     def eval_batch_count(self, name: str) -> int:
         """How many batches per rank :meth:`evaluate` reads of task ``name``'s valid split: ``train.eval_batches``,
         at most the split's full global batches, at least one."""
         return min(self.cfg.eval_batches,
                    max(1, len(self.data.valid[name]) // (self.cfg.batch_size * self.world_size)))
 
+    @torch.no_grad()
     def evaluate(self) -> dict[str, dict[str, float]]:
         """Held-out loss and accuracy of every task, on the same fixed batches (and masks) every time."""
         model = self.engine.module

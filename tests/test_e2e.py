@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from ernie_cmtl import api
 from ernie_cmtl.checkpoint import checkpoint_dirs
@@ -53,7 +54,11 @@ def test_pretrain_on_wikipedia_loss_falls_and_checkpoint_round_trips(tmp_path, w
     trainer = Trainer(settled, data, run_dir, plan)
     trainer.resume()
     assert trainer.step == 80
+    grad_modes: list[bool] = []
+    hook = trainer.engine.module.register_forward_hook(lambda *_: grad_modes.append(torch.is_grad_enabled()))
     assert trainer.evaluate()["knowledge_masking"]["loss"] == pytest.approx(evals[-1], rel=1e-6)
+    hook.remove()
+    assert grad_modes and not any(grad_modes)  # evaluation builds no autograd graph
     # so does api.evaluate / `ernie-cmtl evaluate` on the run directory, and on the whole valid split it
     # reports every example
     held_out = api.evaluate(run_dir, batches=config.train.eval_batches)["knowledge_masking"]
