@@ -53,3 +53,25 @@ def test_replace_section_keeps_the_other_sections(bench_on_path: None, tmp_path:
     # a heading that only starts like another one is a different section
     replace_section(doc, "## A longer\n\nx\n")
     assert "## A\n\nnew a\n" in doc.read_text() and doc.read_text().endswith("## A longer\n\nx\n")
+
+
+def test_continue_pretraining_names_each_setting_its_own_run(bench_on_path: None) -> None:
+    """Runs are reused by name, so two settings must never share one: a sweep's μ or λ, or another seed, is in the
+    name; the defaults keep the names of the runs already made, and cmtl_best with one method is that run."""
+    import argparse
+
+    bench = runpy.run_path(str(BENCH / "continue_pretraining.py"), run_name="continue_pretraining")
+    run_name = bench["run_name"]
+
+    def names(**changed: object) -> list[str]:
+        args = argparse.Namespace(**{"best": "distill", "warmup_steps": 20, "l2sp": 0.05, "distill": 1.0,
+                                     "pretrain_seed": 0, **changed})
+        return [run_name(arm, args) for arm in ("none", "cmtl", "cmtl_distill", "cmtl_l2sp", "cmtl_best",
+                                                 "mlm_only_best")]
+
+    assert names() == ["none", "cmtl", "cmtl_distill", "cmtl_l2sp", "cmtl_distill", "mlm_only_best"]
+    assert names(distill=0.1) == ["none", "cmtl", "cmtl_distill_mu0.1", "cmtl_l2sp", "cmtl_distill_mu0.1",
+                                  "mlm_only_best_mu0.1"]
+    assert names(best="l2sp,distill", l2sp=0.2)[4] == "cmtl_best_lambda0.2"
+    assert names(pretrain_seed=1) == ["none", "cmtl_seed1", "cmtl_distill_seed1", "cmtl_l2sp_seed1",
+                                      "cmtl_distill_seed1", "mlm_only_best_seed1"]
