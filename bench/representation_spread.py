@@ -33,30 +33,19 @@ def spread(states: torch.Tensor) -> tuple[float, float]:
     return float((unit @ unit.T)[off_diagonal].mean()), float(centred.pow(2).sum() / states.pow(2).sum())
 
 
-def pair_states(path: str, first: list[str], second: list[str], max_seq_len: int,
-                batch_size: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
-    """([N, H] [CLS] states, [N, H] mean-pooled states) of the packed pairs under the encoder at ``path``."""
+def pair_states(path: str, first: list[str], second: list[str], max_seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """([N, H] [CLS] states, [N, H] mean-pooled states) of the packed pairs under the encoder at ``path``, from
+    one pass of :func:`ernie_cmtl.retention.pooled_states` (task-embedding row 0, as fine-tuning adds)."""
     from ernie_cmtl.pretrained import open_pretrained
+    from ernie_cmtl.retention import mean_pool, pooled_states
 
     pretrained = open_pretrained(path)
-    encoder = pretrained.encoder().eval()
     tokenizer = pretrained.tokenizer
     tokenizer.enable_truncation(max_seq_len)
-    cls, mean = [], []
-    with torch.inference_mode():
-        for start in range(0, len(first), batch_size):
-            encodings = tokenizer.encode_batch(list(zip(first[start:start + batch_size],
-                                                        second[start:start + batch_size], strict=True)))
-            length = max(len(e.ids) for e in encodings)
-            ids, segments, mask = (torch.zeros(len(encodings), length, dtype=torch.long) for _ in range(3))
-            for row, e in enumerate(encodings):
-                ids[row, :len(e.ids)] = torch.tensor(e.ids)
-                segments[row, :len(e.ids)] = torch.tensor(e.type_ids)
-                mask[row, :len(e.ids)] = 1
-            states = encoder(ids, mask, segments, torch.zeros(len(encodings), dtype=torch.long))
-            cls.append(states[:, 0])
-            mean.append((states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True))
-    return torch.cat(cls), torch.cat(mean)
+    encodings = tokenizer.encode_batch(list(zip(first, second, strict=True)))
+    both = pooled_states(pretrained.encoder(), [e.ids for e in encodings], [e.type_ids for e in encodings],
+                         pool=lambda states, mask: torch.cat([states[:, 0].float(), mean_pool(states, mask)], -1))
+    return both.chunk(2, dim=-1)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ against them: what the trainer logs as ``retention/*`` at every evaluation of a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,8 +38,10 @@ def mean_pool(states: Tensor, attention_mask: Tensor) -> Tensor:
 @torch.no_grad()
 def pooled_states(encoder: nn.Module, sequences: Sequence[Sequence[int]],
                   segments: Sequence[Sequence[int]] | None = None, *, batch_size: int = 64,
-                  task_id: int | None = 0, pad_id: int = 0) -> Tensor:
-    """Mean-pooled last-layer states of token-id ``sequences`` -> [N, H] float32 on the CPU, in input order.
+                  task_id: int | None = 0, pad_id: int = 0,
+                  pool: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
+    """Mean-pooled last-layer states of token-id ``sequences`` -> [N, H] float32 on the CPU, in input order
+    (``pool``: another pooling of a batch's ([B, L, H] states, [B, L] mask) into [B, D] rows).
 
     The encoder runs in eval mode (no dropout, so no random numbers are drawn; its mode is restored) on its own
     device and dtype. Batches hold sequences of similar length (sorted), so little is padded; padding never
@@ -68,7 +70,7 @@ def pooled_states(encoder: nn.Module, sequences: Sequence[Sequence[int]],
             task = None if task_id is None else torch.full((len(rows),), task_id, dtype=torch.long)
             ids, seg, mask = ids.to(device), seg.to(device), mask.to(device)
             states = encoder(ids, mask, seg, None if task is None else task.to(device))
-            pooled = mean_pool(states, mask).cpu()
+            pooled = (pool or mean_pool)(states, mask).float().cpu()
             if out is None:
                 out = torch.empty(len(sequences), pooled.shape[1])
             out[rows] = pooled

@@ -104,6 +104,9 @@ def test_mean_pool_ignores_padding_and_pooled_states_keep_input_order():
     out = pooled_states(Lookup(), sequences, batch_size=2)
     expected = torch.tensor([[2.0] * 2, [7.0] * 2, [5.2] * 2, [3.0] * 2])
     assert torch.allclose(out, expected)
+    # another pooling (here the first token's state, as a [CLS] head reads it), still in input order
+    first = pooled_states(Lookup(), sequences, batch_size=2, pool=lambda states, mask: states[:, 0])
+    assert torch.equal(first, torch.tensor([[1.0] * 2, [7.0] * 2, [4.0] * 2, [2.0] * 2]))
 
 
 def test_read_scored_pairs_by_header_name_or_first_columns(tmp_path):
