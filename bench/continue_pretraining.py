@@ -114,11 +114,10 @@ def finished_checkpoint(run_dir: Path, steps: int) -> Path | None:
     return final if final.is_dir() else None
 
 
-def pretrain(arm: str, args: argparse.Namespace, source: Path) -> Path:
+def pretrain(arm: str, run_dir: Path, args: argparse.Namespace, source: Path) -> Path:
     """The arm's run directory (``run_name``), pretrained to --steps (resumed when a checkpoint exists)."""
     from ernie_cmtl import api
 
-    run_dir = args.work / run_name(arm, args)
     if finished_checkpoint(run_dir, args.steps):
         return run_dir
     config = api.configure(REPO / "configs" / "continue_hf.yaml",
@@ -289,7 +288,7 @@ def main() -> None:
             if "pretrain" not in args.phases:
                 missing.append(f"{arm} not pretrained")
                 continue
-            pretrain(arm, args, source)
+            pretrain(arm, run_dir, args, source)
         encoder = source if run_dir is None else finished_checkpoint(run_dir, args.steps)
         if "probe" in args.phases:
             results["probes"][arm] = probe(name, encoder, args)
