@@ -412,7 +412,8 @@ class PreserveConfig:
     head_warmup_encoder_lr: float = 0.0
     """The encoder's learning-rate factor during a task's head warm-up (0: the encoder is frozen)."""
     l2sp_weight: float = 0.0
-    """lambda of the L2-SP penalty lambda * ||theta - theta_source||^2 on the encoder's weights (0 = off)."""
+    """lambda of the L2-SP penalty lambda * ||theta - theta_source||^2 on the encoder's weights (0 = off); its
+    gradient is added in the backward pass, its value logged as ``preserve.l2sp``."""
     distill_weight: float = 0.0
     """mu: weight of the distance between the current and the frozen source encoder's states (0 = off)."""
     distill_on: Literal["mean", "tokens"] = "mean"

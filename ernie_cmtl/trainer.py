@@ -495,8 +495,8 @@ class Trainer:
                           "sequences_per_s": round(window_seqs / elapsed, 2)}
                 if totals.get("count"):
                     record["accuracy"] = round(totals["correct"] / totals["count"], 6)
-                if self.anchor is not None and self.anchor.terms:  # the last micro-batch's, weighted
-                    record["preserve"] = {k: round(float(v), 6) for k, v in self.anchor.terms.items()}
+                if self.anchor is not None:  # weighted: L2-SP at the weights after this step, distillation's last batch
+                    record["preserve"] = {k: round(float(v), 6) for k, v in self.anchor.terms().items()}
                 if cfg.peak_flops > 0:
                     record["mfu"] = round(window_flops / elapsed / cfg.peak_flops, 6)
                 if self.guard.skipped:

@@ -13,10 +13,13 @@ import torch
 from ernie_cmtl.config import ConfigError, ModelConfig, PreserveConfig, ScheduleConfig
 from ernie_cmtl.model import Encoder
 from ernie_cmtl.preserve import (
+    TASK_EMBEDDING_PREFIX,
+    AnchorGradient,
     SourceAnchor,
     anchor_penalty,
     distillation_loss,
     head_warmup_steps,
+    source_encoder,
 )
 from ernie_cmtl.scheduler import build_plan
 
@@ -28,6 +31,36 @@ def test_anchor_penalty_is_the_squared_distance_to_the_source() -> None:
     expected = sum(((p - s) ** 2).sum() for p, s in zip(params, sources, strict=True))
     assert float(anchor_penalty(params, sources)) == pytest.approx(float(expected), rel=1e-6)
     assert float(anchor_penalty(sources, sources)) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_anchor_gradient_is_the_penalty_s_gradient(dtype: torch.dtype) -> None:
+    """AnchorGradient's gradient equals autograd's of weight * anchor_penalty on a real encoder's weights,
+    beside a task loss, under loss scaling (the upstream gradient) and with bf16 weights (DeepSpeed's bf16)
+    against fp32 sources. Tolerance, relative to each tensor's largest entry: 1e-5 in fp32 (summation
+    order), bf16's rounding in bf16."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(flavour="debug", vocab_size=100)
+    encoder = Encoder(cfg).to(dtype).eval()  # no dropout: both passes see the same task gradient
+    sources = [p.detach().float() + 0.01 * torch.randn(p.shape) for p in encoder.parameters()]
+    params = list(encoder.parameters())
+    ids = torch.randint(5, 100, (2, 7))
+
+    def grads(anchor: str) -> list[torch.Tensor]:
+        encoder.zero_grad()
+        loss = encoder(ids).float().pow(2).mean()
+        if anchor == "penalty":
+            loss = loss + 0.3 * anchor_penalty(params, sources)
+        else:
+            loss = loss + AnchorGradient.apply(0.3, sources, *params)
+        (loss * 8.0).backward()  # a loss scale: the upstream gradient is not 1
+        return [p.grad.float().clone() for p in params]
+
+    expected, got = grads("penalty"), grads("function")
+    tolerance = 1e-5 if dtype == torch.float32 else 2**-7
+    for e, g in zip(expected, got, strict=True):
+        assert torch.allclose(g, e, rtol=tolerance, atol=tolerance * float(e.abs().max())), (e - g).abs().max()
+    assert float(AnchorGradient.apply(0.3, sources, *params)) == 0.0  # a gradient, not a value
 
 
 def test_distillation_is_zero_on_agreement_and_blind_to_padding() -> None:
@@ -63,6 +96,7 @@ def test_the_source_anchor_starts_at_zero_and_pulls_back_toward_the_source() -> 
              "task_ids": torch.tensor([3, 3])}
     encoder(batch["input_ids"], batch["attention_mask"], None, batch["task_ids"])
     assert float(anchor.extra_loss(batch).detach()) == pytest.approx(0.0, abs=1e-6)
+    assert {k: float(v) for k, v in anchor.terms().items()} == pytest.approx({"l2sp": 0.0, "distill": 0.0}, abs=1e-6)
     with torch.no_grad():
         encoder.layers[0].ffn_in.weight.add_(0.01)
         encoder.embeddings.task.weight.add_(1.0)  # task embeddings are new: not anchored
@@ -71,7 +105,7 @@ def test_the_source_anchor_starts_at_zero_and_pulls_back_toward_the_source() -> 
     anchor.config.distill_weight = 0.0
     loss = anchor.extra_loss(batch)
     n = encoder.layers[0].ffn_in.weight.numel()
-    assert float(loss.detach()) == pytest.approx(0.5 * n * 0.01**2, rel=1e-4)
+    assert float(anchor.terms()["l2sp"]) == pytest.approx(0.5 * n * 0.01**2, rel=1e-4)
     loss.backward()
     assert torch.allclose(encoder.layers[0].ffn_in.weight.grad, torch.full_like(encoder.layers[0].ffn_in.weight,
                                                                                2 * 0.5 * 0.01), atol=1e-6)
@@ -124,6 +158,8 @@ def _weights(result) -> dict[str, torch.Tensor]:
 
 
 def test_every_method_changes_the_run_and_resumes_exactly(tmp_path, small_bert, wiki_shards, cache_dir) -> None:
+    from ernie_cmtl.assembly import load_config
+
     plain = _run(tmp_path, "plain", small_bert, wiki_shards, cache_dir, [])
     straight = _run(tmp_path, "straight", small_bert, wiki_shards, cache_dir, ALL_METHODS)
     assert straight.step == plain.step == 6
@@ -136,7 +172,13 @@ def test_every_method_changes_the_run_and_resumes_exactly(tmp_path, small_bert, 
     # the weighted terms are logged beside the task's loss (train.log_every=1: every step)
     logged = [r for r in _records(tmp_path / "straight") if r["kind"] == "train"]
     assert len(logged) == 6 and all(set(r["preserve"]) == {"l2sp", "distill"} for r in logged)
-    assert logged[0]["preserve"]["l2sp"] == 0.0 < logged[-1]["preserve"]["l2sp"]  # no drift before the first step
+    # L2-SP: the penalty at the weights after the logged step (the first step is a head warm-up with the encoder
+    # frozen: no drift yet); the last one at the final weights
+    final = {k.removeprefix("encoder."): v for k, v in a.items() if k.startswith("encoder.")}
+    source = source_encoder(load_config(tmp_path / "straight" / "config.yaml").model).state_dict()
+    anchored = [k for k in source if not k.startswith(TASK_EMBEDDING_PREFIX)]
+    penalty = 0.5 * float(anchor_penalty([final[k] for k in anchored], [source[k] for k in anchored]))
+    assert logged[0]["preserve"]["l2sp"] == 0.0 and logged[-1]["preserve"]["l2sp"] == pytest.approx(penalty, rel=1e-4)
     assert all(r["preserve"]["distill"] >= 0.0 for r in logged) and logged[-1]["preserve"]["distill"] > 0.0
     assert not any("preserve" in r for r in _records(tmp_path / "plain"))
 
