@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ernie_cmtl.config import (
     CHECKPOINT_FIELDS,
+    REPLAY_TASK,
     ConfigError,
     ModelConfig,
     RunConfig,
@@ -69,6 +70,9 @@ def check_preserve(config: RunConfig) -> None:
     """Anchoring and distillation keep a frozen copy of the ``model.init_from`` encoder: they need a source,
     and whole parameters on every rank (DeepSpeed ZeRO 0-2; ZeRO-3 partitions the weights themselves)."""
     keep = config.preserve
+    if keep.replay_fraction > 0 and REPLAY_TASK not in config.tasks:
+        raise ConfigError(f"preserve.replay_fraction: replayed examples join {REPLAY_TASK}'s, which this run "
+                          f"does not train (tasks: {', '.join(config.tasks)}); add {REPLAY_TASK} to tasks")
     if not keep.needs_source:
         return
     key = "preserve.l2sp_weight" if keep.l2sp_weight > 0 else "preserve.distill_weight"

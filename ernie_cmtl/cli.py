@@ -333,6 +333,10 @@ def _cmd_build_data(args: argparse.Namespace) -> int:
               f"{data.build_seconds[name]:.1f}s; train labels {shown}")
     for name, reason in data.empty_tasks.items():
         print(f"{name}: no examples from this corpus: {reason}")
+    if "replay" in data.report:
+        replay = data.report["replay"]
+        print(f"replay: {replay['task']}'s train examples include {replay['added']} of the "
+              f"{replay['replay_examples']} from {', '.join(replay['corpus'])} ({replay['fraction']:.0%})")
     print(f"account: {Path(config.run_dir) / 'data_report.json'}")
     return 0
 

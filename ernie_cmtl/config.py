@@ -401,11 +401,15 @@ class MonitorConfig:
         require(self.affinity_batch_size >= 1, "monitor.affinity_batch_size", "an integer >= 1")
 
 
+REPLAY_TASK = "knowledge_masking"
+"""The task whose training examples ``preserve.replay_corpus``'s join: the masked-LM stream."""
+
+
 @dataclass
 class PreserveConfig:
     """The ``preserve`` section (:mod:`ernie_cmtl.preserve`): ways to keep what the ``model.init_from``
-    encoder knew, all off by default. Anchoring and distillation need ``model.init_from``; head warm-up works
-    in any run."""
+    encoder knew, all off by default. Anchoring and distillation need ``model.init_from``; head warm-up and
+    replay work in any run."""
 
     head_warmup_steps: int = 0
     """For each task's first N steps, the encoder learns at ``head_warmup_encoder_lr`` x its rate (0 = off)."""
@@ -419,6 +423,13 @@ class PreserveConfig:
     distill_on: Literal["mean", "tokens"] = "mean"
     """``mean``: 1 - cosine of the mean-pooled states; ``tokens``: mean squared error of every real token's
     last-layer state."""
+    replay_corpus: list[str] = field(default_factory=list)
+    """A second corpus (files, directories or globs, read with the ``data`` section's options), e.g. general
+    text beside a narrow domain corpus: its knowledge-masking examples are mixed into the run's own."""
+    replay_fraction: float = 0.0
+    """Share of knowledge masking's training examples drawn from ``replay_corpus`` (0 = off): the run's own
+    examples are all kept, and the replay corpus's are added (repeated, if it has too few) until they make up
+    this share (ernie_cmtl.build.replay)."""
 
     def __post_init__(self) -> None:
         require(self.head_warmup_steps >= 0, "preserve.head_warmup_steps", "an integer >= 0")
@@ -426,6 +437,11 @@ class PreserveConfig:
         require(self.l2sp_weight >= 0, "preserve.l2sp_weight", "a number >= 0")
         require(self.distill_weight >= 0, "preserve.distill_weight", "a number >= 0")
         require(self.distill_on in ("mean", "tokens"), "preserve.distill_on", "'mean' or 'tokens'")
+        require(0.0 <= self.replay_fraction < 1.0, "preserve.replay_fraction", "a number in [0, 1)")
+        require(self.replay_fraction == 0 or bool(self.replay_corpus), "preserve.replay_corpus",
+                "the files of the corpus to replay (preserve.replay_fraction is set)")
+        require(self.replay_fraction > 0 or not self.replay_corpus, "preserve.replay_fraction",
+                "a number in (0, 1): the share of replayed examples (preserve.replay_corpus is set)")
 
     @property
     def needs_source(self) -> bool:
@@ -434,7 +450,7 @@ class PreserveConfig:
 
     @property
     def enabled(self) -> bool:
-        return self.needs_source or self.head_warmup_steps > 0
+        return self.needs_source or self.head_warmup_steps > 0 or self.replay_fraction > 0
 
 
 @dataclass

@@ -126,8 +126,10 @@ TINY_RUN = ["train.batch_size=4", "data.max_seq_len=64", "data.max_documents=150
             "train.eval_every=100", "train.eval_batches=1", "train.log_every=1", "monitor.retention.enabled=false",
             "tasks={knowledge_masking: {}, sentence_reordering: {}}", "schedule.strategy=multitask",
             "schedule.stages=[]", "schedule.steps_per_task=3"]
+REPLAY_SHARD = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikipedia-en-2018-sample" / "valid" / "wiki_18"
+"""Replay's second corpus in these runs: held-out Wikipedia articles (the runs read a training shard)."""
 ALL_METHODS = ["preserve.head_warmup_steps=1", "preserve.head_warmup_encoder_lr=0.0", "preserve.l2sp_weight=0.5",
-               "preserve.distill_weight=1.0"]
+               "preserve.distill_weight=1.0", f"preserve.replay_corpus=[{REPLAY_SHARD}]", "preserve.replay_fraction=0.3"]
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +183,8 @@ def test_every_method_changes_the_run_and_resumes_exactly(tmp_path, small_bert, 
     assert logged[0]["preserve"]["l2sp"] == 0.0 and logged[-1]["preserve"]["l2sp"] == pytest.approx(penalty, rel=1e-4)
     assert all(r["preserve"]["distill"] >= 0.0 for r in logged) and logged[-1]["preserve"]["distill"] > 0.0
     assert not any("preserve" in r for r in _records(tmp_path / "plain"))
+    replay = json.loads((tmp_path / "straight" / "data_report.json").read_text())["replay"]
+    assert replay["added"] == round(replay["own_examples"] * 0.3 / 0.7) > 0
 
 
 def _records(run_dir: Path) -> list[dict]:

@@ -34,6 +34,7 @@ from ernie_cmtl.build.examples import (
     make_tasks,
     sentence_tokens_in_blocks,
 )
+from ernie_cmtl.build.replay import mix_examples, replay_config
 from ernie_cmtl.build.shards import (
     Shard,
     built_shards,
@@ -42,7 +43,7 @@ from ernie_cmtl.build.shards import (
     shard_documents,
     shard_name,
 )
-from ernie_cmtl.config import RunConfig, to_plain
+from ernie_cmtl.config import REPLAY_TASK, RunConfig, to_plain
 from ernie_cmtl.tasks import BuildContext, EmptyTaskError, PretrainTask, SpecialIds
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,9 @@ def prepare_data(config: RunConfig, run_dir: Path, progress: bool = True, *,
     build but a complete set of shard builds reads them as one dataset; an incomplete set is an error naming
     the missing shards. ``statistics_only``: train the tokenizer and compute every task's statistics (run
     once before the shards), build no examples (the result has none).
+
+    With ``preserve.replay_fraction`` (and neither ``shard`` nor ``statistics_only``), a second corpus's
+    knowledge-masking examples join the run's own (:mod:`ernie_cmtl.build.replay`).
     """
     if allow_empty_tasks is None:
         allow_empty_tasks = config.data.skip_empty_tasks
@@ -99,8 +103,11 @@ def prepare_data(config: RunConfig, run_dir: Path, progress: bool = True, *,
     bars_were_on = is_progress_bar_enabled()
     disable_progress_bars()
     try:
-        return _prepare(_Build.start(config, run_dir, BuildProgress(progress), shard, statistics_only),
-                        allow_empty_tasks)
+        prepared = _prepare(_Build.start(config, run_dir, BuildProgress(progress), shard, statistics_only),
+                            allow_empty_tasks)
+        if shard is None and not statistics_only:
+            replay_step(config, run_dir, prepared, progress)
+        return prepared
     finally:
         if bars_were_on:
             enable_progress_bars()
@@ -133,6 +140,31 @@ def _prepare(build: _Build, allow_empty_tasks: bool) -> PreparedData:
     with_examples = {name: task for name, task in tasks.items() if name not in empty}
     return PreparedData(tokenizer, with_examples, built.train, built.valid, build_seconds=built.seconds,
                         empty_tasks=empty, report=build.account)
+
+
+def replay_step(config: RunConfig, run_dir: Path, prepared: PreparedData, progress: bool) -> None:
+    """With ``preserve.replay_fraction``: build the replay corpus's examples through this same build (its config:
+    :func:`~ernie_cmtl.build.replay.replay_config`), mix them into ``prepared``'s knowledge-masking training
+    examples (:func:`~ernie_cmtl.build.replay.mix_examples`), and account for it in ``data_report.json``."""
+    keep = config.preserve
+    if keep.replay_fraction <= 0 or REPLAY_TASK not in prepared.train:
+        return
+    replay_dir = run_dir / "replay"
+    log.info("replay: building %s examples of %s", REPLAY_TASK, ", ".join(keep.replay_corpus))
+    try:
+        replay = prepare_data(replay_config(config, run_dir), replay_dir, progress).train[REPLAY_TASK]
+    except (CorpusError, DataBuildError) as err:  # said of the replay corpus, not the run's
+        raise DataBuildError(f"preserve.replay_corpus: {err}") from None
+    own = prepared.train[REPLAY_TASK]
+    prepared.train[REPLAY_TASK], added = mix_examples(own, replay, keep.replay_fraction, config.seed)
+    prepared.report["replay"] = {"corpus": list(keep.replay_corpus), "task": REPLAY_TASK,
+                                 "fraction": keep.replay_fraction, "own_examples": len(own),
+                                 "replay_examples": len(replay), "added": added, "repeated": added > len(replay),
+                                 "account": str(replay_dir / "data_report.json")}
+    write_json(run_dir / "data_report.json", prepared.report)
+    log.info("replay: %d examples of %d from %s joined %s's %d (%.0f%% of its training examples%s)", added,
+             len(replay), ", ".join(keep.replay_corpus), REPLAY_TASK, len(own), 100 * keep.replay_fraction,
+             ", the replay corpus repeated" if added > len(replay) else "")
 
 
 @dataclass
