@@ -13,6 +13,9 @@ Three methods, each off by default (``preserve`` section of the run config, :cla
   source encoder's states on the same batch (``distill_on``: cosine distance of the mean-pooled states, or
   the mean squared error of the last layer's token states).
 
+The fourth, **replay** (``replay_corpus``, ``replay_fraction``), changes the data, not the model: a second
+corpus's masked-LM examples join the run's own when they are built (:mod:`ernie_cmtl.build.replay`).
+
 Everything here is a pure function of (source weights, current weights, batch, plan, step): nothing is
 random and nothing is saved, so a resumed run continues bit-identically. The task embeddings are new in a
 continued run (they start at zero), so they are neither anchored nor part of the source.
