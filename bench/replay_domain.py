@@ -6,8 +6,9 @@ without general text (Wikipedia) replayed into the stream.
 The domain corpus is SST-2's training sentences (GLUE, movie-review phrases), 20 consecutive lines a document,
 written once to ``--work``. Every arm is ``configs/continue_hf.yaml`` with knowledge masking alone (as the
 ``mlm_only`` arm of bench/continue_pretraining.py) for ``--steps`` steps, retention monitored against MiniLM
-(zero-shot STS-B dev, drift). Arms: ``domain`` (no replay) and ``replayF`` (``preserve.replay_fraction=F`` of the
-Wikipedia sample's train/ split). Runs are reused by name and resume, so one invocation per arm can run beside
+(zero-shot STS-B dev, drift). Arms: ``domain`` (no retention method), ``replayF`` (``preserve.replay_fraction=F``
+of the Wikipedia sample's train/ split), ``distillM`` (distillation from MiniLM at weight M), or both joined by
+``_`` (``replay0.5_distill0.1``). Runs are reused by name and resume, so one invocation per arm can run beside
 the others. Prints, per arm: the held-out domain masked-LM loss at the end (what it gained), zero-shot STS-B and
 mean-pooled drift cosine at the end (what it kept; MiniLM: 86.72 and 1.0).
 """
@@ -43,11 +44,19 @@ def domain_corpus(work: Path) -> Path:
 
 
 def arm_overrides(arm: str) -> list[str]:
+    """``domain``: no retention method; else ``_``-joined methods: ``replayF`` (``preserve.replay_fraction=F`` of
+    the Wikipedia sample's train/ split), ``distillM`` (``preserve.distill_weight=M``)."""
     if arm == "domain":
         return []
-    if arm.startswith("replay"):
-        return [f"preserve.replay_corpus=[{WIKI}]", f"preserve.replay_fraction={float(arm[6:])}"]
-    raise SystemExit(f"unknown arm {arm!r}: domain or replayF (e.g. replay0.5)")
+    out = []
+    for method in arm.split("_"):
+        if method.startswith("replay"):
+            out += [f"preserve.replay_corpus=[{WIKI}]", f"preserve.replay_fraction={float(method[6:])}"]
+        elif method.startswith("distill"):
+            out.append(f"preserve.distill_weight={float(method[7:])}")
+        else:
+            raise SystemExit(f"unknown arm {arm!r}: domain, or replayF / distillM joined by _")
+    return out
 
 
 def run(arm: str, args: argparse.Namespace, corpus: Path, source: Path) -> Path:
