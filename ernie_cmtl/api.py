@@ -240,15 +240,19 @@ def _prepare_rank_zero_first(config: RunConfig, run_dir: Path, rank: int, progre
 def shutdown_distributed() -> None:
     """End the process group, if one was started, once the process is done with it. Without this, gloo's
     teardown at interpreter exit intermittently aborts two-rank runs (SIGABRT). Call it once per process:
-    DeepSpeed cannot be initialized again afterwards."""
+    DeepSpeed cannot be initialized again afterwards. Removes this rank's DeepSpeed shared-memory buffer."""
     import gc
 
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        from ernie_cmtl.ds_engine import remove_shm_buffers
+
         gc.collect()  # release the engine's communication buffers before the group goes
         dist.barrier()
+        rank = dist.get_rank()
         dist.destroy_process_group()
+        remove_shm_buffers(rank)
 
 
 def count_params(trainer: Trainer) -> int:

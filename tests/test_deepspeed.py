@@ -45,11 +45,17 @@ def _one_process(run_dir, corpus, cache_dir, extra):
     return proc
 
 
+SHM = Path("/dev/shm")
+
+
 def _two_processes(run_dir, corpus, cache_dir, extra):
     cmd = [str(REPO / "launch.sh"), "--config", str(REPO / "configs" / "default.yaml"), "--num_gpus", "2", "--",
            *_args(run_dir, corpus, cache_dir, extra)]
+    before = set(SHM.glob("deepspeed_allreduce_buffer_*"))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=900, cwd=REPO)
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+    # DeepSpeed's CPU all-reduce leaves a 69 MB file per rank in /dev/shm (RAM); each rank removes its own
+    assert set(SHM.glob("deepspeed_allreduce_buffer_*")) <= before, "shared-memory buffers left behind"
     return proc
 
 
