@@ -60,23 +60,15 @@ def init_distributed() -> tuple[int, int]:
 SHM_BUFFER_DIR = Path("/dev/shm")
 
 
-def shm_buffers(rank: int | None = None) -> list[Path]:
-    """The shared-memory files DeepSpeed's CPU all-reduce (its ``deepspeed_shm_comm`` op) made for this process
-    group: ``deepspeed_allreduce_buffer_{uid}_{MASTER_ADDR}_{MASTER_PORT}_{rank}``, 69 MB each, of ``rank``
-    (None: every rank's)."""
+def remove_shm_buffers(rank: int) -> None:
+    """Unlink ``rank``'s shared-memory file of DeepSpeed's CPU all-reduce (its ``deepspeed_shm_comm`` op),
+    ``deepspeed_allreduce_buffer_{uid}_{MASTER_ADDR}_{MASTER_PORT}_{rank}`` (69 MB), once its process group is
+    done: DeepSpeed never does, and in RAM-backed /dev/shm every multi-process run left them behind (17 GB after
+    a day of tests here). The other ranks opened it at initialization; their mappings outlive the name."""
     addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
     if addr is None or port is None:
-        return []
-    return sorted(SHM_BUFFER_DIR.glob(f"deepspeed_allreduce_buffer_{os.getuid()}_{addr}_{port}_"
-                                      f"{'*' if rank is None else rank}"))
-
-
-def remove_shm_buffers(rank: int) -> None:
-    """Unlink ``rank``'s all-reduce buffer once its process group is done: DeepSpeed never does, and in RAM-backed
-    /dev/shm every multi-process run left 69 MB per rank behind (17 GB after a day of tests here). The other
-    ranks opened it at initialization; their mappings outlive the name."""
-    for path in shm_buffers(rank):
-        path.unlink(missing_ok=True)
+        return
+    (SHM_BUFFER_DIR / f"deepspeed_allreduce_buffer_{os.getuid()}_{addr}_{port}_{rank}").unlink(missing_ok=True)
 
 
 def build_ds_config(optim: OptimConfig, section: DeepSpeedSection, micro_batch_size: int,

@@ -22,6 +22,7 @@ from ernie_cmtl.preserve import (
     source_encoder,
 )
 from ernie_cmtl.scheduler import build_plan
+from tests.conftest import WIKI
 
 
 def test_anchor_penalty_is_the_squared_distance_to_the_source() -> None:
@@ -126,7 +127,7 @@ TINY_RUN = ["train.batch_size=4", "data.max_seq_len=64", "data.max_documents=150
             "train.eval_every=100", "train.eval_batches=1", "train.log_every=1", "monitor.retention.enabled=false",
             "tasks={knowledge_masking: {}, sentence_reordering: {}}", "schedule.strategy=multitask",
             "schedule.stages=[]", "schedule.steps_per_task=3"]
-REPLAY_SHARD = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikipedia-en-2018-sample" / "valid" / "wiki_18"
+REPLAY_SHARD = WIKI / "valid" / "wiki_18"
 """Replay's second corpus in these runs: held-out Wikipedia articles (the runs read a training shard)."""
 ALL_METHODS = ["preserve.head_warmup_steps=1", "preserve.head_warmup_encoder_lr=0.0", "preserve.l2sp_weight=0.5",
                "preserve.distill_weight=1.0", f"preserve.replay_corpus=[{REPLAY_SHARD}]", "preserve.replay_fraction=0.3"]
